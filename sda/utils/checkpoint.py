@@ -1,0 +1,123 @@
+"""Safe checkpoint loading.
+
+Checkpoints load with ``torch.load(weights_only=True)`` plus an allow-list of
+harmless types found in the field's checkpoint formats (numpy arrays and scalars,
+``argparse.Namespace`` in DiT training checkpoints, mmengine's ``HistoryBuffer``
+in MMPreTrain checkpoints). Anything else needs ``allow_pickle=True``, which the
+entry points expose as ``--allow-pickle``: only for files you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sda.utils.errors import UserError
+
+STATE_DICT_KEYS = ("ema", "state_dict", "model")
+
+
+def _allow_list() -> list[Any]:
+    allowed: list[Any] = [argparse.Namespace, np.ndarray, np.dtype]
+    # numpy moved its internals to numpy._core in 2.0; pickles name either path.
+    for mod_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            mod = __import__(mod_name, fromlist=["_reconstruct", "scalar"])
+            allowed += [mod._reconstruct, mod.scalar]
+        except (ImportError, AttributeError):
+            pass
+    allowed += [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1")]
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+
+        allowed.append(HistoryBuffer)
+    except ImportError:  # mmengine is optional for the diffusion stages
+        pass
+    return allowed
+
+
+def safe_load(path: str | os.PathLike, *, allow_pickle: bool = False, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint safely; a legacy pickle needs ``allow_pickle=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; download it with scripts/download_ckpt.sh or fix the path")
+    if allow_pickle:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_allow_list()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = found.group(1) if found else "unsupported object"
+        raise UserError(
+            f"checkpoint {path} holds pickled objects outside the safe allow-list ({what}); "
+            "re-run with --allow-pickle if you trust this file"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({e}); download it again") from e
+
+
+def extract_state_dict(obj: Any, keys: tuple[str, ...] = STATE_DICT_KEYS) -> dict[str, torch.Tensor]:
+    """The model weights inside a checkpoint: the first of ``keys`` present, else the object itself.
+
+    DiT training checkpoints hold "model"/"ema" (EMA preferred); MMPreTrain ones "state_dict".
+    A DataParallel ``module.`` prefix is stripped.
+    """
+    sd = obj
+    if isinstance(obj, Mapping):
+        for k in keys:
+            if k in obj and isinstance(obj[k], Mapping):
+                sd = obj[k]
+                break
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError("checkpoint holds no state dict (expected tensors, or a dict with 'ema'/'state_dict'/'model')")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def state_dict_mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> tuple[list, list, list]:
+    """(missing keys, unexpected keys, shape mismatches as (key, ckpt shape, model shape))."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    return missing, unexpected, shapes
+
+
+def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error naming ``what`` and the mismatch."""
+    missing, unexpected, shapes = state_dict_mismatch(model, sd)
+    if missing or unexpected or shapes:
+        def few(xs: list) -> str:
+            return ", ".join(map(str, xs[:5])) + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches: {few(shapes)}")
+        raise UserError(
+            f"{what} does not match the model ({'; '.join(parts)}); check the model flags match this checkpoint"
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

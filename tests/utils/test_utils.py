@@ -1,0 +1,112 @@
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sda.utils.checkpoint import extract_state_dict, load_state_dict_strict, safe_load
+from sda.utils.dist import shard
+from sda.utils.errors import UserError
+from sda.utils.io import atomic_write, list_images, load_rgb, save_image, write_json
+from sda.utils.seed import image_seed, make_generator
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_safe_load_allows_weights_namespace_and_numpy(tmp_path):
+    obj = {"ema": {"w": torch.ones(2)}, "args": argparse.Namespace(model="DiT-XL/2"), "step": np.int64(3),
+           "hist": np.arange(3.0)}
+    torch.save(obj, tmp_path / "a.pt")
+    out = safe_load(tmp_path / "a.pt")
+    assert out["args"].model == "DiT-XL/2" and int(out["step"]) == 3
+    assert torch.equal(extract_state_dict(out)["w"], torch.ones(2))
+
+
+def test_safe_load_refuses_pickle_without_opt_in(tmp_path):
+    torch.save({"x": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="--allow-pickle"):
+        safe_load(tmp_path / "evil.pt")
+
+
+def test_safe_load_missing_and_corrupt(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        safe_load(tmp_path / "nope.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError):
+        safe_load(tmp_path / "bad.pt")
+
+
+def test_extract_prefers_ema_and_strips_module():
+    sd = extract_state_dict({"model": {"module.a": torch.zeros(1)}, "ema": {"module.a": torch.ones(1)}})
+    assert list(sd) == ["a"] and sd["a"].item() == 1.0
+
+
+def test_strict_load_names_keys():
+    m = torch.nn.Linear(2, 3)
+    sd = {"weight": torch.zeros(3, 2), "extra": torch.zeros(1)}
+    with pytest.raises(UserError, match=r"missing keys: bias.*unexpected keys: extra"):
+        load_state_dict_strict(m, sd, "ckpt.pt")
+    with pytest.raises(UserError, match="shape mismatches"):
+        load_state_dict_strict(m, {"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, "ckpt.pt")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "x.json"
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as f:
+        f.write("partial")
+        raise RuntimeError("boom")
+    assert not target.exists() and os.listdir(tmp_path / "out") == []
+    write_json(target, {"a": 1})
+    assert target.read_text().strip().startswith("{")
+
+
+def test_atomic_write_survives_killed_process(tmp_path):
+    # A process killed mid-write leaves only a hidden temporary file, never the target.
+    code = textwrap.dedent(f"""
+        import os
+        from sda.utils.io import atomic_write
+        with atomic_write({str(tmp_path / 'img.png')!r}) as f:
+            f.write(b'x' * 100)
+            f.flush()
+            os._exit(9)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert not (tmp_path / "img.png").exists()
+    assert list_images(tmp_path) == []  # the temporary file is hidden from readers
+
+
+def test_save_image_format_follows_extension(tmp_path):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    save_image(img, tmp_path / "a" / "x.JPEG")
+    save_image(img, tmp_path / "a" / "y.png")
+    assert Image.open(tmp_path / "a" / "x.JPEG").format == "JPEG"
+    assert Image.open(tmp_path / "a" / "y.png").format == "PNG"
+    assert list_images(tmp_path) == ["a/x.JPEG", "a/y.png"]
+    (tmp_path / "a" / "z.png").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="z.png"):
+        load_rgb(tmp_path / "a" / "z.png")
+
+
+def test_unwritable_output_is_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot write"):
+        write_json(blocker / "sub" / "x.json", {})
+
+
+def test_seeds_and_shards():
+    assert image_seed(0, 3, 7) == image_seed(0, 3, 7) != image_seed(0, 7, 3)
+    a = torch.randn(3, generator=make_generator(image_seed(0, 1)))
+    b = torch.randn(3, generator=make_generator(image_seed(0, 1)))
+    assert torch.equal(a, b)
+    items = list(range(10))
+    parts = [shard(items, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == items
