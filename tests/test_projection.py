@@ -1,0 +1,190 @@
+"""DDA guided projection: low-pass filter, known answers, reference semantics, norms, seeding."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sda.diffusion import create_diffusion, randn_like_gen
+from sda.models.unet import create_model
+from sda.projection import (
+    LowPass,
+    lowpass_resize_right,
+    prepare_model,
+    project,
+    project_progressive,
+    to_uint8,
+)
+from sda.utils.seed import make_generator
+
+TINY = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+            learn_sigma=True, num_head_channels=16, resblock_updown=True, use_scale_shift_norm=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_unet(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model(**TINY)
+    with torch.no_grad():
+        for p in model.parameters():  # the zero-initialised output layers would make eps == 0
+            p.add_(0.05 * torch.randn_like(p))
+    return prepare_model(model, "fp32")
+
+
+def smooth_refs(b: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(b, 3, 4, 4, generator=g) * 1.6 - 0.8  # (B, 3, 4, 4)
+    return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def gens(b: int, base: int = 0) -> list[torch.Generator]:
+    return [make_generator(base + k) for k in range(b)]
+
+
+@pytest.mark.parametrize("size,D", [(16, 4), (32, 4), (64, 8), (32, 2), (16, 1), (256, 4)])
+def test_lowpass_equals_resize_right(size: int, D: int) -> None:
+    x = torch.randn(2, 3, size, size, dtype=torch.float32, requires_grad=True)
+    a = lowpass_resize_right(x, D)
+    b = LowPass(size, size, D)(x)
+    assert torch.allclose(a, b, atol=2e-6), (a - b).abs().max()
+    w = torch.randn_like(a)
+    (ga,) = torch.autograd.grad((a * w).sum(), x)
+    (gb,) = torch.autograd.grad((b * w).sum(), x)
+    assert torch.allclose(ga, gb, atol=2e-6)
+
+
+def test_lowpass_rejects_bad_factor() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        LowPass(20, 20, 8)
+    with pytest.raises(ValueError, match="power of two"):
+        LowPass(24, 24, 3)
+
+
+class OracleEps(torch.nn.Module):
+    """Predicts the exact noise of x_t for a known ref (zeros for the variance channels)."""
+
+    def __init__(self, ref: torch.Tensor, alphas_cumprod: np.ndarray):
+        super().__init__()
+        self.ref = ref
+        self.abar = torch.tensor(alphas_cumprod, dtype=torch.float64)
+        self.w = torch.nn.Parameter(torch.zeros(()))  # a parameter so the device can be found
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        abar = self.abar[t].view(-1, 1, 1, 1)  # t is the original (un-respaced) step
+        eps = (x.double() - abar.sqrt() * self.ref.double()) / (1 - abar).sqrt()  # (B, 3, H, W)
+        return torch.cat([eps.float(), torch.zeros_like(x)], dim=1)  # (B, 6, H, W)
+
+
+def test_oracle_model_projects_back_to_the_input() -> None:
+    diffusion = create_diffusion("20")
+    base = create_diffusion("")  # the 1000-step process the model is trained on
+    ref = smooth_refs(3)
+    model = OracleEps(ref, base.alphas_cumprod)
+    out = project(model, diffusion, ref, N=10, D=4, scale=6.0, generator=gens(3))
+    assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
+
+
+def test_scale_zero_equals_plain_noising_and_denoising() -> None:
+    model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
+    out = project(model, diffusion, ref, N=5, D=4, scale=0.0, generator=gens(2))
+    g = gens(2)
+    with torch.no_grad():
+        x = diffusion.q_sample(ref, torch.full((2,), 5), generator=g)
+        for i in range(4, -1, -1):
+            x = diffusion.p_sample(model, x, torch.full((2,), i), clip_denoised=True, generator=g)["sample"]
+    assert torch.allclose(out, x, atol=1e-6)
+
+
+def reference_style_projection(model, diffusion, ref, N, D, scale, noises):
+    """The reference's loop written out (resize-right LPF, in-place update, batch norm)."""
+    B = ref.shape[0]
+    img = diffusion.q_sample(ref, torch.full((B,), N), noise=noises[0])
+    for k, i in enumerate(range(N - 1, -1, -1)):
+        img = img.requires_grad_()
+        out = diffusion.p_sample(model, img, torch.full((B,), i), clip_denoised=True, noise=noises[k + 1])
+        difference = lowpass_resize_right(ref, D) - lowpass_resize_right(out["pred_xstart"], D)
+        norm = torch.linalg.norm(difference)
+        norm_grad = torch.autograd.grad(outputs=norm, inputs=img)[0]
+        out["sample"] -= norm_grad * scale
+        img = out["sample"].detach_()
+    return img
+
+
+def test_matches_reference_loop_and_explicit_noise() -> None:
+    model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(3)
+    g = gens(3, base=7)
+    noises = [randn_like_gen(ref.shape, g) for _ in range(5 + 1)]  # q_sample noise, then one per step
+    expected = reference_style_projection(model, diffusion, ref, 5, 4, 6.0, noises)
+    by_gen = project(model, diffusion, ref, N=5, D=4, scale=6.0, generator=gens(3, base=7))
+    by_noise = project(model, diffusion, ref, N=5, D=4, scale=6.0, noise=noises[0], step_noise=noises[1:])
+    assert torch.equal(by_gen, by_noise)
+    assert torch.allclose(by_gen, expected, atol=1e-5), (by_gen - expected).abs().max()
+    slow = project(model, diffusion, ref, N=5, D=4, scale=6.0, generator=gens(3, base=7),
+                   lowpass=lambda x: lowpass_resize_right(x, 4))
+    assert torch.allclose(slow, expected, atol=1e-6)
+
+
+def test_batch_and_sample_norms() -> None:
+    model, diffusion = tiny_unet(), create_diffusion("10")
+    kw = dict(N=4, D=4, scale=6.0)
+    one = smooth_refs(1)
+    a = project(model, diffusion, one, guidance_norm="batch", generator=gens(1), **kw)
+    b = project(model, diffusion, one, guidance_norm="sample", generator=gens(1), **kw)
+    assert torch.allclose(a, b, atol=1e-6)
+    three = smooth_refs(3)
+    a = project(model, diffusion, three, guidance_norm="batch", generator=gens(3), **kw)
+    b = project(model, diffusion, three, guidance_norm="sample", generator=gens(3), **kw)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_sample_norm_is_independent_of_the_batch() -> None:
+    model, diffusion = tiny_unet(), create_diffusion("10")
+    kw = dict(N=4, D=4, scale=6.0, guidance_norm="sample")
+    refs = smooth_refs(3)
+    together = project(model, diffusion, refs, generator=gens(3), **kw)
+    alone = project(model, diffusion, refs[1:2], generator=gens(3)[1:2], **kw)
+    other = torch.cat([smooth_refs(1, seed=5), refs[1:2]])
+    mixed = project(model, diffusion, other, generator=[make_generator(99), gens(3)[1]], **kw)
+    assert torch.allclose(together[1:2], alone, atol=1e-5)
+    assert torch.allclose(mixed[1:2], alone, atol=1e-5)
+    batch_alone = project(model, diffusion, refs[1:2], generator=gens(3)[1:2], **{**kw, "guidance_norm": "batch"})
+    batch_together = project(model, diffusion, refs, generator=gens(3), **{**kw, "guidance_norm": "batch"})
+    assert (batch_together[1:2] - batch_alone).abs().max() > 1e-4  # the reference norm couples images
+
+
+def test_progressive_yields_n_steps_and_norms() -> None:
+    model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
+    steps = list(project_progressive(model, diffusion, ref, N=3, D=4, scale=1.0, generator=gens(2)))
+    assert len(steps) == 3 and all(s["norm"].ndim == 0 for s in steps)
+    with pytest.raises(ValueError, match="N=11"):
+        list(project_progressive(model, diffusion, ref, N=11))
+
+
+def test_bf16_precision_runs_close_to_fp32() -> None:
+    diffusion, ref = create_diffusion("10"), smooth_refs(2)
+    fp32 = project(tiny_unet(), diffusion, ref, N=3, D=4, scale=6.0, generator=gens(2))
+    bf16 = project(prepare_model(tiny_unet(), "bf16"), diffusion, ref, N=3, D=4, scale=6.0, generator=gens(2))
+    assert bf16.dtype == torch.float32
+    assert torch.isfinite(bf16).all() and (bf16 - fp32).abs().mean() < 0.02
+
+
+def test_to_uint8_matches_torchvision_save_image() -> None:
+    from torchvision.utils import save_image
+
+    x = torch.linspace(-1.2, 1.2, 3 * 8 * 8).reshape(1, 3, 8, 8)
+    buf = io.BytesIO()
+    save_image(x, buf, format="PNG", nrow=1, normalize=True, value_range=(-1, 1))
+    expected = np.array(Image.open(buf))  # (8, 8, 3)
+    assert np.array_equal(to_uint8(x[0]).permute(1, 2, 0).numpy(), expected)
