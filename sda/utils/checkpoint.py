@@ -10,6 +10,7 @@ entry points expose as ``--allow-pickle``: only for files you trust.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import os
 import pickle
@@ -28,7 +29,7 @@ STATE_DICT_KEYS = ("ema", "state_dict", "model")
 
 
 def _allow_list() -> list[Any]:
-    allowed: list[Any] = [argparse.Namespace, np.ndarray, np.dtype]
+    allowed: list[Any] = [argparse.Namespace, collections.Counter, np.ndarray, np.dtype]
     # numpy moved its internals to numpy._core in 2.0; pickles name either path.
     for mod_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
         try:

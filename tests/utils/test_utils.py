@@ -110,3 +110,12 @@ def test_seeds_and_shards():
     items = list(range(10))
     parts = [shard(items, r, 3) for r in range(3)]
     assert sorted(sum(parts, [])) == items
+
+
+def test_atomic_files_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "p.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644

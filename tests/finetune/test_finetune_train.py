@@ -1,0 +1,110 @@
+"""finetune/train.py end to end on the CPU: the tiny recipe trains, resumes, and refuses bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sda.classifiers import build_classifier_from_config, classifier_logits
+from sda.utils.checkpoint import safe_load
+from sda.utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+NUM_CLASSES = 4
+
+
+def make_class_folders(root: Path, n_classes: int = NUM_CLASSES, per_class: int = 12) -> Path:
+    """32x32 RGB PNGs; class k is a noisy image of colour k (an easy task that a few steps learn)."""
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (n_classes, 3))
+    for k in range(n_classes):
+        (root / f"{k:04d}").mkdir(parents=True)
+        for i in range(per_class):
+            img = colours[k] + rng.normal(0, 30, (32, 32, 3))  # (H, W, 3)
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / f"{k:04d}" / f"{i:06d}.png")
+    return root
+
+
+def train(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "finetune" / "train.py"), "TinyResNet",
+           "--data-root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"),
+           "--final-ckpt", str(tmp_path / "out" / "Tiny.pth"), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def train_records(work: Path) -> list[dict]:
+    """The per-iteration training records of every run in a work dir, in run order."""
+    runs = sorted(p for p in work.iterdir() if (p / "vis_data" / "scalars.json").is_file())
+    lines = [ln for r in runs for ln in (r / "vis_data" / "scalars.json").read_text().splitlines()]
+    return [json.loads(ln) for ln in lines if '"loss"' in ln]
+
+
+TINY_OPTS = ["load_from=None", f"model.head.num_classes={NUM_CLASSES}", f"data_preprocessor.num_classes={NUM_CLASSES}",
+             "train_dataloader.batch_size=8", "optim_wrapper.optimizer.lr=0.02", "default_hooks.logger.interval=1",
+             "log_processor.window_size=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ft")
+    make_class_folders(tmp_path / "data")
+    run = train(tmp_path, "--cfg-options", *TINY_OPTS, "train_cfg.max_epochs=2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return tmp_path
+
+
+def test_two_epochs_lower_the_loss_and_write_a_loadable_checkpoint(trained):
+    records = train_records(trained / "work")
+    first = [r["loss"] for r in records if r["epoch"] == 1]
+    second = [r["loss"] for r in records if r["epoch"] == 2]
+    assert len(first) == len(second) == 6
+    assert np.mean(second) < np.mean(first)
+    final = trained / "out" / "Tiny.pth"
+    ckpt = safe_load(final)  # weights-only loadable
+    assert set(ckpt) == {"meta", "state_dict"} and ckpt["meta"]["epoch"] == 2
+    assert ckpt["meta"]["dataset_meta"]["classes"] == [f"{k:04d}" for k in range(NUM_CLASSES)]
+    resolved = trained / "out" / "Tiny.py"
+    assert "num_classes=4" in resolved.read_text().replace(" ", "")
+    model = build_classifier_from_config(resolved, final)  # the resolved config rebuilds the model
+    img = np.asarray(Image.open(trained / "data" / "0003" / "000000.png").convert("RGB"))
+    logits = classifier_logits(model, torch.from_numpy(img).permute(2, 0, 1)[None])  # (1, 4)
+    assert logits.shape == (1, NUM_CLASSES)
+    # every epoch's checkpoint is weights-only loadable too (needed by --resume)
+    assert "message_hub" in safe_load(trained / "work" / "epoch_2.pth")
+
+
+def test_resume_continues_from_the_last_epoch(trained):
+    run = train(trained, "--resume", "--cfg-options", *TINY_OPTS, "train_cfg.max_epochs=3")
+    assert run.returncode == 0, run.stderr[-3000:]
+    epochs = [r["epoch"] for r in train_records(trained / "work")]
+    assert epochs == [1] * 6 + [2] * 6 + [3] * 6  # the second run trained epoch 3 only
+    assert "resumed epoch: 2" in run.stdout + run.stderr
+    assert safe_load(trained / "out" / "Tiny.pth")["meta"]["epoch"] == 3
+
+
+def test_class_count_mismatch_is_a_user_error(tmp_path):
+    make_class_folders(tmp_path / "data", n_classes=3, per_class=1)
+    run = train(tmp_path, "--cfg-options", "load_from=None")
+    assert run.returncode == 2
+    assert "3 class folders but the model head has 10 classes" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_missing_pretrained_checkpoint_is_a_user_error(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("finetune_train", ROOT / "finetune" / "train.py")
+    train_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_py)
+    make_class_folders(tmp_path / "data", n_classes=10, per_class=1)
+    monkeypatch.chdir(tmp_path)  # load_from = assets/mini/classifier.pth, absent here
+    with pytest.raises(UserError, match="assets/mini/classifier.pth not found"):
+        train_py.main(["TinyResNet", "--data-root", "data"])
