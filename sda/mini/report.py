@@ -19,7 +19,7 @@ METHODS: list[tuple[str, str]] = [
     ("projected", "Projected only"),
     ("dda", "DDA (sum)"),
     ("sda", "SDA"),
-    ("best_ensemble", "Best conf./entropy ens."),
+    ("best_ensemble", "Best conf./entropy ens."),  # the mode chosen on validation is added
     ("bn_adapt", "BN-adapt (control)"),
 ]
 
@@ -27,7 +27,7 @@ METHODS: list[tuple[str, str]] = [
 def method_columns(results: dict) -> list[tuple[str, str]]:
     cols = [(k, t) for k, t in METHODS if k in results["methods"]]
     mode = results.get("best_ensemble_mode")
-    return [(k, f"{t[:-1]}: {mode})" if k == "best_ensemble" and mode else t) for k, t in cols]
+    return [(k, f"{t} ({mode})" if k == "best_ensemble" and mode else t) for k, t in cols]
 
 
 def markdown_table(results: dict, spread: dict | None = None) -> str:

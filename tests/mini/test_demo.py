@@ -1,0 +1,73 @@
+"""The mini benchmark: unit pieces (fast) and the shortened end-to-end run (slow; CI runs it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sda.mini.demo import CONTROL_MODES, adm_flags, stratified_subset, top1_table
+from sda.models.unet import create_model, model_kwargs_from_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_adm_flags_build_the_mini_models():
+    import argparse
+
+    from sda.models.unet import add_model_args
+
+    for which in ("uncond", "cond"):
+        p = argparse.ArgumentParser()
+        add_model_args(p)
+        args, _ = p.parse_known_args(adm_flags(which))
+        model = create_model(**model_kwargs_from_args(args), num_classes=10)
+        assert model.image_size == 32 and (model.num_classes is not None) == (which == "cond")
+
+
+def test_stratified_subset_takes_first_files_per_class(tmp_path):
+    for c in range(3):
+        for i in range(5):
+            d = tmp_path / "src" / f"{c:04d}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (4, 4)).save(d / f"{10 - i:06d}.png")
+    out = stratified_subset(tmp_path / "src", tmp_path / "sub", 2)
+    for c in range(3):
+        assert sorted(p.name for p in (out / f"{c:04d}").iterdir()) == ["000006.png", "000007.png"]
+
+
+def test_top1_table_mean_over_corruptions():
+    rec = {"results": {"a/5": {"corruption": "a", "top1": {"sda": 50.0}},
+                       "b/5": {"corruption": "b", "top1": {"sda": 70.0}}}}
+    assert top1_table(rec, "sda") == {"a": 50.0, "b": 70.0, "mean": 60.0}
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    assets = Path(os.environ.get("SDA_MINI_ASSETS", ROOT / "assets" / "mini"))
+    out, data = tmp_path / "out", tmp_path / "data"
+    r = subprocess.run([sys.executable, str(ROOT / "mini" / "demo.py"), "--quick", "--out", str(out), "--data",
+                        str(data), "--assets", str(assets)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    corruptions = {p.name for p in (data / "test1-C").iterdir()}
+    assert len(corruptions) == 15
+    assert set(res["methods"]) == {"source", "projected", "dda", "sda", "best_ensemble", "bn_adapt"}
+    for cells in res["methods"].values():
+        assert set(cells) == corruptions | {"mean"}
+        assert all(0.0 <= v <= 100.0 for v in cells.values())
+    assert res["best_ensemble_mode"] in CONTROL_MODES
+    assert res["n_per_corruption"] == 10 and 0.0 <= res["synthetic_accuracy"] <= 100.0 and res["seconds"] > 0
+    # every stage wrote its folder, every input was projected exactly once
+    seed = out / "seed0"
+    assert len(list((seed / "gen").glob("*/*.png"))) == len(list((seed / "DiT-Syn").glob("*/*.png"))) == 30
+    assert len(list((seed / "test" / "ImageNet-C-Syn").glob("*/5/*/*.png"))) == 150
+    assert (seed / "finetuned.pth").is_file() and (seed / "bn_adapt.pth").is_file()
+    table = (out / "results.md").read_text()
+    assert "| **mean** |" in table and "SDA" in table and "BN-adapt" in table
+    for fig in ("results.png", "grid_synthetic.png", "grid_target.png"):
+        assert Image.open(out / fig).size[0] > 100
+    assert "quality gates" in r.stdout
