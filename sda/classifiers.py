@@ -57,7 +57,7 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     named = FINETUNE_CONFIG_DIR / f"{config}.py"
     if named.is_file():
         return named
-    names = sorted(p.stem for p in FINETUNE_CONFIG_DIR.glob("*.py"))
+    names = sorted(p.stem for p in FINETUNE_CONFIG_DIR.glob("[!_]*.py"))
     raise UserError(f"config {config} not found; give a config file or one of {', '.join(names)}")
 
 

@@ -10,7 +10,8 @@ import torch
 from sda.classifiers import PAPER_MODELS, build_classifier, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("*.py")) + sorted((ROOT / "configs" / "mini").glob(
+# files starting with "_" are shared recipe fragments, not runnable configs
+ALL_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("[!_]*.py")) + sorted((ROOT / "configs" / "mini").glob(
     "classifier_*.py"))
 CKPT = {
     "ResNet50": "resnet50_8xb32_in1k_20210831-ea4938fc.pth",
