@@ -3,28 +3,45 @@
 Baseline, written like SDA's image_sample.py + p_sample_loop_progressive: float32 model with trainable
 weights, naive einsum attention, resize-right called four times per step (the reference image too), the
 batch-coupled norm. Fast path: sda.projection with precomputed low-pass matrices, SDPA attention,
-frozen weights, optional channels_last / bf16 / fp16 / torch.compile. Both runs use the same noise, so
-in fp32 the outputs must agree to float tolerance; the script prints the max difference.
+frozen weights, optional channels_last / bf16 / fp16 / torch.compile. All rows use the same noise, so
+in fp32 the outputs must agree to float tolerance; the table prints the max difference.
 
-    python benchmarks/bench_align.py                                   # small CPU config
-    python benchmarks/bench_align.py --preset adm256 --batch_size 16 --precision fp16 --steps 5   # GPU
+The baseline and every fast variant run interleaved in the same loop (repeated), so a busy machine
+slows them alike; the header prints the threads and the load average before and after.
+
+    python benchmarks/bench_align.py                                   # small CPU config, fp32 and bf16
+    python benchmarks/bench_align.py --preset mini                      # the mini benchmark's projection
+    python benchmarks/bench_align.py --preset adm256 --batch_size 16 --precision fp16,bf16 --steps 5   # GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
 import sda.models.unet_blocks as unet_blocks
 from sda.diffusion import create_diffusion, randn_like_gen
-from sda.models.unet import ADM_FLAGS, create_model, model_kwargs
+from sda.models.unet import ADM_FLAGS, MODEL_FLAG_DEFAULTS, create_model, model_kwargs
 from sda.projection import LowPass, lowpass_resize_right, prepare_model, project
 from sda.utils.seed import make_generator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mini_flags() -> dict:
+    """The mini benchmark's unconditional ADM (configs/mini/adm_uncond.json), model flags only."""
+    cfg = json.loads((REPO / "configs" / "mini" / "adm_uncond.json").read_text())
+    return model_kwargs({k: cfg[k] for k in MODEL_FLAG_DEFAULTS if k in cfg})
+
 
 PRESETS = {
     "small": dict(image_size=32, num_channels=64, num_res_blocks=2, channel_mult="1,2,2", attention_resolutions="16,8",
@@ -34,6 +51,15 @@ PRESETS = {
                     attention_resolutions="32,16,8", num_head_channels=32, learn_sigma=True, resblock_updown=True,
                     use_scale_shift_norm=True),
     "adm256": {**model_kwargs(ADM_FLAGS["256_uncond"]), "use_fp16": False},
+    "mini": None,  # read from configs/mini/adm_uncond.json
+}
+# Per-preset defaults for --batch_size, --steps (N) and --timestep_respacing. The mini preset is the demo's
+# projection in full (50 respaced steps, N=25, batches of 10), so its images/s is the demo's rate.
+PRESET_DEFAULTS = {
+    "small": dict(batch_size=8, steps=5, timestep_respacing="100"),
+    "light64": dict(batch_size=8, steps=5, timestep_respacing="100"),
+    "adm256": dict(batch_size=8, steps=5, timestep_respacing="100"),
+    "mini": dict(batch_size=10, steps=25, timestep_respacing="50"),
 }
 
 
@@ -84,27 +110,54 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, 
     return time.perf_counter() - t0, out
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5, help="guided steps timed (N); the full projection runs 50")
-    p.add_argument("--timestep_respacing", default="100")
+    p.add_argument("--batch_size", type=int, default=None, help="default: per preset (mini 10, others 8)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="guided steps timed (N); default per preset (mini 25 = the demo's full projection, others 5)")
+    p.add_argument("--timestep_respacing", default=None, help="default per preset (mini 50, others 100)")
+    p.add_argument("--full_steps", type=int, default=None,
+                   help="N of the full projection that images/s refers to (default: 25 for mini, 50 otherwise)")
     p.add_argument("--D", type=int, default=4)
     p.add_argument("--scale", type=float, default=6.0)
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--precision", default="fp32,bf16",
+                   help="comma list of fast-path precisions, one row each (fp32, fp16, bf16)")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast model(s)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each, interleaved")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
     args = p.parse_args()
+    for k, v in PRESET_DEFAULTS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    full = args.full_steps or (25 if args.preset == "mini" else 50)
+    precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    if any(x not in ("fp32", "fp16", "bf16") for x in precisions):
+        p.error(f"--precision {args.precision!r}: use a comma list of fp32, fp16, bf16")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    channels_last = args.channels_last
-    flags = PRESETS[args.preset]
+    flags = _mini_flags() if args.preset == "mini" else PRESETS[args.preset]
     S, B, N = flags["image_size"], args.batch_size, args.steps
 
     torch.manual_seed(0)
@@ -114,10 +167,12 @@ def main() -> None:
             prm.add_(0.02 * torch.randn_like(prm))
     state = {k: v.clone() for k, v in base_model.state_dict().items()}
     base_model = base_model.to(device).eval()
-    fast_model = create_model(**flags)
-    fast_model.load_state_dict(state)
-    fast_model = prepare_model(fast_model.to(device), args.precision, channels_last=channels_last,
-                               compile=args.compile)
+    fast_models = {}
+    for prec in precisions:
+        m = create_model(**flags)
+        m.load_state_dict(state)
+        name = f"fast {prec}" + (" cl" if args.channels_last else "") + (" compiled" if args.compile else "")
+        fast_models[name] = prepare_model(m.to(device), prec, channels_last=args.channels_last, compile=args.compile)
     diffusion = create_diffusion(args.timestep_respacing)
     lpf = LowPass(S, S, args.D, device)
 
@@ -125,33 +180,49 @@ def main() -> None:
     ref = (torch.rand(B, 3, S, S, generator=gens[0]) * 2 - 1).to(device)  # (B, 3, S, S)
     noises = [randn_like_gen(ref.shape, gens, device) for _ in range(N + 1)]
 
-    def run_fast() -> torch.Tensor:
-        return project(fast_model, diffusion, ref, N=N, D=args.D, scale=args.scale, noise=noises[0],
+    def run_fast(model: torch.nn.Module) -> torch.Tensor:
+        return project(model, diffusion, ref, N=N, D=args.D, scale=args.scale, noise=noises[0],
                        step_noise=noises[1:], lowpass=lpf)
 
     def run_base() -> torch.Tensor:
         with naive_attention():
             return baseline_project(base_model, diffusion, ref, N, args.D, args.scale, noises)
 
-    print(f"align benchmark: preset {args.preset} ({S}px), batch {B}, {N} guided steps, D {args.D}, "
-          f"{args.precision}, channels_last {channels_last}, compile {args.compile}, device {device}, "
-          f"threads {torch.get_num_threads()}")
-    t_fast, t_base = [], []
-    out_fast = timed(run_fast, device)[1]  # warm-up (and compile)
-    out_base = timed(run_base, device)[1] if args.baseline else None
-    for _ in range(args.repeats):
-        t, out_fast = timed(run_fast, device)
-        t_fast.append(t)
-        if args.baseline:
-            t, out_base = timed(run_base, device)
-            t_base.append(t)
-    ips_fast = B * N / statistics.median(t_fast) / 50  # images/s for a full 50-step projection
-    print(f"fast:     {statistics.median(t_fast) / N * 1000:8.1f} ms/step  {ips_fast:8.3f} images/s (N=50)")
+    runs: dict[str, Callable[[], torch.Tensor]] = {}
     if args.baseline:
-        ips_base = B * N / statistics.median(t_base) / 50
-        diff = (out_fast.float() - out_base.float()).abs().max().item()
-        print(f"baseline: {statistics.median(t_base) / N * 1000:8.1f} ms/step  {ips_base:8.3f} images/s (N=50)")
-        print(f"speed-up: {ips_fast / ips_base:.2f}x   max |fast - baseline| = {diff:.2e}")
+        runs["baseline fp32"] = run_base
+    for name, m in fast_models.items():
+        runs[name] = lambda m=m: run_fast(m)
+
+    print(f"align benchmark: preset {args.preset} ({S}px, {sum(x.numel() for x in state.values()) / 1e6:.2f}M "
+          f"params), batch {B}, {N} guided steps of respacing {args.timestep_respacing}, D {args.D}, "
+          f"device {device} ({_cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    print(f"load average before: {_loadavg()}")
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    warm, outs = {}, {}
+    for k, fn in runs.items():  # warm-up (and compile)
+        warm[k], outs[k] = timed(fn, device)
+    for _ in range(args.repeats):  # interleaved: a busy machine slows every row alike
+        for k, fn in runs.items():
+            t, outs[k] = timed(fn, device)
+            times[k].append(t)
+    print(f"load average after:  {_loadavg()}")
+    ref_name = "baseline fp32" if args.baseline else None
+    print(f"{'row':<28} {'warm-up s':>9} {'ms/step':>9} {'images/s':>10} {'x baseline':>11} {'(min-max)':>12} "
+          f"{'max|diff|':>10}")
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        ips = B * N / med / full  # images/s of a full N=`full` projection
+        line = f"{k:<28} {warm[k]:9.1f} {med / N * 1000:9.1f} {ips:10.3f}"
+        if ref_name:
+            pair = [b / t for b, t in zip(times[ref_name], ts)]  # per-repeat ratios (same repeat, interleaved)
+            diff = (outs[k].float() - outs[ref_name].float()).abs().max().item()
+            ratio = statistics.median(times[ref_name]) / med
+            line += f" {ratio:10.2f}x {min(pair):5.2f}-{max(pair):<5.2f} {diff:10.2e}"
+        print(line)
+    print(f"images/s = batch * timed steps / time / {full} (a full N={full} projection); x baseline = ratio of "
+          "median times, (min-max) = ratios within each interleaved repeat; warm-up includes torch.compile")
 
 
 if __name__ == "__main__":

@@ -74,14 +74,18 @@ class LossType(enum.Enum):
         return self in (LossType.KL, LossType.RESCALED_KL)
 
 
+def _table_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(T,) float64 numpy table -> float32 tensor on device."""
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64)).float().to(device)
+
+
 def _extract_into_tensor(arr: np.ndarray, timesteps: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
     """Gather arr[timesteps] as float32 on the timesteps' device, broadcast to (N, 1, ...) -> shape.
 
     Rounding float64 -> float32 before the gather gives the same values as after it, and also works on
     devices without float64.
     """
-    table = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64)).float().to(timesteps.device)  # (T,)
-    res = table[timesteps]  # (N,)
+    res = _table_tensor(arr, timesteps.device)[timesteps]  # (N,)
     res = res.view(-1, *([1] * (len(broadcast_shape) - 1)))  # (N, 1, ...)
     return res.expand(*broadcast_shape)
 
@@ -172,14 +176,35 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
 
+        # Derived tables the reference computes inline (same float64 expressions, computed once).
+        self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
+        self.log_betas = np.log(betas)
+        # FIXED_LARGE: beta~_1 at t = 0 gives a better decoder likelihood than beta_0
+        self.fixed_large_variance = np.append(self.posterior_variance[1], betas[1:])
+        self.fixed_large_log_variance = np.log(self.fixed_large_variance)
+        self.recip_posterior_mean_coef1 = 1.0 / self.posterior_mean_coef1
+        self.posterior_mean_coef2_over_coef1 = self.posterior_mean_coef2 / self.posterior_mean_coef1
+        self._tables: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def _extract(self, name: str, t: torch.Tensor, broadcast_shape: Sequence[int]) -> torch.Tensor:
+        """``_extract_into_tensor(getattr(self, name), t, shape)`` with the float32 table cached per device,
+        so a sampling step does no host-to-device copy (values identical: the same float64 -> float32 cast)."""
+        key = (name, t.device)
+        table = self._tables.get(key)
+        if table is None:
+            table = _table_tensor(getattr(self, name), t.device)  # (T,)
+            self._tables[key] = table
+        res = table[t]  # (N,)
+        return res.view(-1, *([1] * (len(broadcast_shape) - 1))).expand(*broadcast_shape)
+
     # ---------------------------------------------------------------- forward process
     def q_mean_variance(
         self, x_start: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and log-variance of q(x_t | x_0), each shaped like x_start (N, C, ...)."""
-        mean = _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-        variance = _extract_into_tensor(1.0 - self.alphas_cumprod, t, x_start.shape)
-        log_variance = _extract_into_tensor(self.log_one_minus_alphas_cumprod, t, x_start.shape)
+        mean = self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+        variance = self._extract("one_minus_alphas_cumprod", t, x_start.shape)
+        log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_start.shape)
         return mean, variance, log_variance
 
     def q_sample(
@@ -194,8 +219,8 @@ class GaussianDiffusion:
             noise = _noise_like(x_start, generator)
         if noise.shape != x_start.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
-        return (_extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-                + _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise)
+        return (self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+                + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise)
 
     def q_posterior_mean_variance(
         self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -203,10 +228,10 @@ class GaussianDiffusion:
         """Mean, variance, clipped log-variance of q(x_{t-1} | x_t, x_0), each (N, C, ...)."""
         if x_start.shape != x_t.shape:
             raise ValueError(f"x_start {tuple(x_start.shape)} and x_t {tuple(x_t.shape)} differ in shape")
-        mean = (_extract_into_tensor(self.posterior_mean_coef1, t, x_t.shape) * x_start
-                + _extract_into_tensor(self.posterior_mean_coef2, t, x_t.shape) * x_t)
-        variance = _extract_into_tensor(self.posterior_variance, t, x_t.shape)
-        log_variance = _extract_into_tensor(self.posterior_log_variance_clipped, t, x_t.shape)
+        mean = (self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
+                + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t)
+        variance = self._extract("posterior_variance", t, x_t.shape)
+        log_variance = self._extract("posterior_log_variance_clipped", t, x_t.shape)
         return mean, variance, log_variance
 
     # ---------------------------------------------------------------- reverse process
@@ -244,19 +269,17 @@ class GaussianDiffusion:
             if self.model_var_type == ModelVarType.LEARNED:
                 model_log_variance = var_values
             else:
-                min_log = _extract_into_tensor(self.posterior_log_variance_clipped, t, x.shape)
-                max_log = _extract_into_tensor(np.log(self.betas), t, x.shape)
+                min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
+                max_log = self._extract("log_betas", t, x.shape)
                 frac = (var_values + 1) / 2  # [-1, 1] -> [0, 1]
                 model_log_variance = frac * max_log + (1 - frac) * min_log
             model_variance = torch.exp(model_log_variance)
         elif self.model_var_type == ModelVarType.FIXED_LARGE:
-            # beta~_1 at t = 0 gives a better decoder likelihood than beta_0
-            large = np.append(self.posterior_variance[1], self.betas[1:])
-            model_variance = _extract_into_tensor(large, t, x.shape)
-            model_log_variance = _extract_into_tensor(np.log(large), t, x.shape)
+            model_variance = self._extract("fixed_large_variance", t, x.shape)
+            model_log_variance = self._extract("fixed_large_log_variance", t, x.shape)
         elif self.model_var_type == ModelVarType.FIXED_SMALL:
-            model_variance = _extract_into_tensor(self.posterior_variance, t, x.shape)
-            model_log_variance = _extract_into_tensor(self.posterior_log_variance_clipped, t, x.shape)
+            model_variance = self._extract("posterior_variance", t, x.shape)
+            model_log_variance = self._extract("posterior_log_variance_clipped", t, x.shape)
         else:
             raise NotImplementedError(self.model_var_type)
 
@@ -288,17 +311,17 @@ class GaussianDiffusion:
         return out
 
     def _predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return (_extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-                - _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps)
+        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+                - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
 
     def _predict_xstart_from_xprev(self, x_t: torch.Tensor, t: torch.Tensor, xprev: torch.Tensor) -> torch.Tensor:
         # invert mean = coef1 * x_0 + coef2 * x_t
-        return (_extract_into_tensor(1.0 / self.posterior_mean_coef1, t, x_t.shape) * xprev
-                - _extract_into_tensor(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t.shape) * x_t)
+        return (self._extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
+                - self._extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t)
 
     def _predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
-        return ((_extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart)
-                / _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
+        return ((self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart)
+                / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape))
 
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         if self.rescale_timesteps:
@@ -331,7 +354,7 @@ class GaussianDiffusion:
     ) -> dict[str, Any]:
         """p_mean_variance's output with the score shifted by cond_fn (Song et al. 2021)."""
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        alpha_bar = _extract_into_tensor(self.alphas_cumprod, t, x.shape)
+        alpha_bar = self._extract("alphas_cumprod", t, x.shape)
         eps = self._predict_eps_from_xstart(x, t, p_mean_var["pred_xstart"])
         eps = eps - (1 - alpha_bar).sqrt() * cond_fn(x, self._scale_timesteps(t), **model_kwargs)
         out = dict(p_mean_var)
@@ -473,8 +496,8 @@ class GaussianDiffusion:
         if cond_fn is not None:
             out = self.condition_score(cond_fn, out, x, t, model_kwargs=model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])  # re-derived for any mean type
-        alpha_bar = _extract_into_tensor(self.alphas_cumprod, t, x.shape)
-        alpha_bar_prev = _extract_into_tensor(self.alphas_cumprod_prev, t, x.shape)
+        alpha_bar = self._extract("alphas_cumprod", t, x.shape)
+        alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x.shape)
         sigma = (eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
                  * torch.sqrt(1 - alpha_bar / alpha_bar_prev))
         if noise is None:
@@ -499,7 +522,7 @@ class GaussianDiffusion:
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
                                    model_kwargs=model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
-        alpha_bar_next = _extract_into_tensor(self.alphas_cumprod_next, t, x.shape)
+        alpha_bar_next = self._extract("alphas_cumprod_next", t, x.shape)
         mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * eps
         return {"sample": mean_pred, "pred_xstart": out["pred_xstart"]}
 

@@ -117,7 +117,9 @@ class _WrappedModel:
         self.original_num_steps = original_num_steps
 
     def __call__(self, x: torch.Tensor, ts: torch.Tensor, **kwargs: Any) -> Any:
-        new_ts = self.timestep_map.to(device=ts.device)[ts].to(ts.dtype)  # (N,) original steps
+        if self.timestep_map.device != ts.device:  # move once, not on every step (a host sync on CUDA)
+            self.timestep_map = self.timestep_map.to(ts.device)
+        new_ts = self.timestep_map[ts].to(ts.dtype)  # (N,) original steps
         if self.rescale_timesteps:
             new_ts = new_ts.float() * (1000.0 / self.original_num_steps)
         return self.model(x, new_ts, **kwargs)

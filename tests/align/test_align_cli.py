@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def test_cli_wrong_layout_exits_2(tmp_path: Path, checkpoint: Path, monkeypatch,
     assert "gaussian_noise/5 not found" in err and "<corruption>/<severity>/<wnid>" in err
 
 
-def test_torchrun_three_ranks_project_each_image_once(tmp_path: Path, checkpoint: Path) -> None:
+def test_torchrun_three_ranks_project_each_image_once(tmp_path: Path, checkpoint: Path, run_tree) -> None:
     write_images(tmp_path / "in" / "0000", [f"{k:06d}.png" for k in range(6)])
     write_images(tmp_path / "in" / "0001", [f"{k:06d}.png" for k in range(6, 10)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDA_NO_PROGRESS": "1"}
@@ -70,7 +69,7 @@ def test_torchrun_three_ranks_project_each_image_once(tmp_path: Path, checkpoint
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_port", str(port),
            str(ENTRY), *cli_flags(checkpoint, tmp_path / "in", tmp_path / "data", "D")]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    res = run_tree(cmd, cwd=REPO, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
     assert res.returncode == 0, res.stderr[-2000:]
     root = tmp_path / "data" / "DiT-Syn"
     assert len(list_images(root)) == 10

@@ -9,7 +9,6 @@ import csv
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -225,7 +224,7 @@ def test_user_errors(setup):
         entry.main(base + ["--corruption", "fog", "--cfg-options", "model.head.num_classes=4"])
 
 
-def test_two_gloo_ranks_match_single_process(setup, tmp_path):
+def test_two_gloo_ranks_match_single_process(setup, tmp_path, run_tree):
     tmp, cfg, orig, ft = setup
     single = _run(setup, "C", modes="all")
     out = tmp_path / "dist.json"
@@ -235,7 +234,7 @@ def test_two_gloo_ranks_match_single_process(setup, tmp_path):
            "--data_prefix2", str(tmp / "C" / "proj"), "--device", "cpu", "--num-workers", "0",
            "--batch-size", "2", "--launcher", "pytorch", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1", SDA_NO_PROGRESS="1")
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    r = run_tree(cmd, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
     assert r.returncode == 0, r.stderr[-3000:]
     dist = json.loads(out.read_text())
     assert dist["world_size"] == 2 and dist["images"] == 14

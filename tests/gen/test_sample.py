@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def test_same_bytes_for_any_batch_size(ckpt, tmp_path):
         assert np.abs(x - y).max() <= 1, name
 
 
-def test_same_bytes_with_two_processes(ckpt, tmp_path):
+def test_same_bytes_with_two_processes(ckpt, tmp_path, run_tree):
     run(ckpt, tmp_path / "one", "--per-proc-batch-size", "2", "--precision", "fp64", "--grid-size", "0",
         "--classes", "0-2")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDA_NO_PROGRESS": "1"}
@@ -97,7 +96,7 @@ def test_same_bytes_with_two_processes(ckpt, tmp_path):
            str(REPO / "gen" / "sample.py"),
            *flags(ckpt, tmp_path / "two", "--per-proc-batch-size", "2", "--precision", "fp64", "--grid-size", "0",
                  "--classes", "0-2")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_tree(cmd, cwd=REPO, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(read_set(tmp_path / "one")) == 9 and read_set(tmp_path / "one") == read_set(tmp_path / "two")
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["run"]["world_size"] == 2
