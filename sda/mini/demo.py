@@ -86,26 +86,54 @@ def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
 
 
 class Runner:
-    """Runs stage commands, logs their stdout, keeps wall time per stage."""
+    """Runs stage commands (alone, or several side by side), logs their stdout, keeps wall time per stage."""
 
     def __init__(self, log_dir: Path, threads: int):
-        self.log_dir, self.seconds = log_dir, {}
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT),
-                    "PYTHONWARNINGS": "ignore"}
+        self.log_dir, self.threads, self.seconds = log_dir, threads, {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, stage: str, name: str, args: list[str]) -> None:
+    def _start(self, name: str, args: list[str], threads: int) -> tuple[subprocess.Popen, Path]:
         log = self.log_dir / f"{name}.log"
-        cmd = [sys.executable, *args]
-        print(f"[{stage}] {' '.join(args[:1])} ... (log: {log})", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+        f = open(log, "a")
+        f.write("$ python " + " ".join(args) + "\n")
+        f.flush()
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE,
+                                text=True)
+        f.close()
+        return proc, log
+
+    @staticmethod
+    def _check(name: str, proc: subprocess.Popen, log: Path) -> None:
+        err = proc.communicate()[1] or ""
+        if proc.returncode != 0:
+            tail = err.strip().splitlines()[-3:]
+            raise UserError(f"stage {name} failed (exit {proc.returncode}): {' / '.join(tail)}; see {log}")
+
+    def __call__(self, stage: str, name: str, args: list[str]) -> None:
+        self.parallel(stage, [(name, args)])
+
+    def parallel(self, stage: str, jobs: list[tuple[str, list[str]]]) -> None:
+        """Run ``jobs`` (largest first) on ``threads`` one-thread workers; one job gets all threads."""
         t0 = time.time()
-        with open(log, "a") as f:
-            f.write("$ python " + " ".join(args) + "\n")
-            f.flush()
-            r = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            tail = (r.stderr or "").strip().splitlines()[-3:]
-            raise UserError(f"stage {name} failed (exit {r.returncode}): {' / '.join(tail)}; see {log}")
+        slots = max(1, min(self.threads, len(jobs)))
+        per_job = max(1, self.threads // slots)
+        print(f"[{stage}] {', '.join(n for n, _ in jobs)} ({slots} at a time; logs: {self.log_dir})", flush=True)
+        pending, running = list(jobs), []
+        try:
+            while pending or running:
+                while pending and len(running) < slots:
+                    name, args = pending.pop(0)
+                    running.append((name, *self._start(name, args, per_job)))
+                done = [r for r in running if r[1].poll() is not None]
+                for name, proc, log in done:
+                    running.remove((name, proc, log))
+                    self._check(name, proc, log)
+                if not done:
+                    time.sleep(0.5)
+        finally:
+            for _, proc, _ in running:
+                proc.terminate()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - t0
 
 
@@ -124,14 +152,15 @@ def prepare_data(data: Path, s: Settings, run: Runner) -> dict[str, Path]:
     return out
 
 
-def align_cmd(s: Settings, assets: Path, base: Path, datatype: str, save_dir: Path, seed: int) -> list[str]:
+def align_cmd(s: Settings, assets: Path, base: Path, datatype: str, save_dir: Path, seed: int,
+              corruptions: tuple[str, ...] | None = None) -> list[str]:
     cmd = ["align/project.py", *adm_flags("uncond"), "--model_path", str(assets / "adm_uncond.pt"),
            "--base_samples", str(base), "--datatype", datatype, "--save_dir", str(save_dir),
            "--timestep_respacing", str(s.respacing), "--N", str(s.N), "--D", str(s.D), "--scale", str(s.scale),
            "--guidance-norm", s.guidance_norm, "--batch_size", str(s.align_batch), "--seed", str(seed),
            "--lossless", "--device", "cpu"]
     if datatype == "C":
-        cmd += ["--corruption", "all", "--severity", str(s.severity)]
+        cmd += ["--corruption", ",".join(corruptions) if corruptions else "all", "--severity", str(s.severity)]
     return cmd
 
 
@@ -184,11 +213,17 @@ def run_seed(seed: int, s: Settings, out: Path, data: Path, assets: Path, thread
                        str(s.images_per_class), "--global-seed", str(seed), "--out-dir", str(gen_dir),
                        "--per-proc-batch-size", "100", "--device", "cpu"])
 
-    # Stage 2: align: the synthetic set (MoD), the target test set and the validation set, all corruptions
-    run("align", "align_synthetic", align_cmd(s, assets, gen_dir, "D", out, seed))
-    run("align", "align_test", align_cmd(s, assets, sets["test-C"], "C", out / "test", seed))
-    run("align", "align_val", align_cmd(s, assets, sets["val-C"], "C", out / "val", seed))
-    run("align", "align_val_clean", align_cmd(s, assets, sets["val"], "D", out / "val_clean", seed))
+    # Stage 2: align: the synthetic set (MoD), the target test set and the validation set, all corruptions.
+    # Independent sets run side by side (the test corruptions in two halves).
+    from sda.corruptions import CORRUPTIONS
+
+    half = (len(CORRUPTIONS) + 1) // 2
+    test_a = align_cmd(s, assets, sets["test-C"], "C", out / "test", seed, CORRUPTIONS[:half])
+    test_b = align_cmd(s, assets, sets["test-C"], "C", out / "test", seed, CORRUPTIONS[half:])
+    run.parallel("align", [("align_test_a", test_a), ("align_test_b", test_b),
+                           ("align_val", align_cmd(s, assets, sets["val-C"], "C", out / "val", seed)),
+                           ("align_synthetic", align_cmd(s, assets, gen_dir, "D", out, seed)),
+                           ("align_val_clean", align_cmd(s, assets, sets["val"], "D", out / "val_clean", seed))])
 
     # Stage 3: finetune the source classifier on the aligned synthetic set; BN-adapt control
     ft, bn = out / "finetuned.pth", out / "bn_adapt.pth"

@@ -1,0 +1,1 @@
+"""The embedded mini benchmark: digits data and the small source models' settings."""
