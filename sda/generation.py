@@ -52,7 +52,7 @@ MANIFEST = "manifest.json"
 GRID_SUFFIX = "_grid.png"  # the sample grid lies beside the root, so it never looks like a class image
 # Settings that change the pixels: a rerun into a folder made with other values is refused.
 PIXEL_SETTINGS = ("model", "image_size", "num_classes", "cfg_scale", "cfg_channels", "num_sampling_steps",
-                  "global_seed", "vae", "no_vae", "precision", "tf32", "learn_sigma", "adm")
+                  "global_seed", "vae", "no_vae", "precision", "tf32", "learn_sigma", "adm", "clip_denoised")
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"local diffusers AutoencoderKL folder or single file "
                         f"(default {PRETRAINED_DIR}/sd-vae-ft-<vae>)")
     p.add_argument("--no-vae", action="store_true", help="pixel-space model: no VAE, 3 channels")
+    p.add_argument("--clip-denoised", choices=("auto", "true", "false"), default="auto",
+                   help="clip each step's predicted x0 to [-1, 1]; auto: off in latent space (official DiT), "
+                        "on in pixel space (guided-diffusion's sampler)")
     p.add_argument("--sample-dir", default="samples", help="images go to <sample-dir>/<folder naming the settings>")
     p.add_argument("--out-dir", default=None, help="write the class folders directly here (overrides --sample-dir)")
     p.add_argument("--images-per-class", type=int, default=50)
@@ -96,13 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _adm_parser(args: argparse.Namespace) -> argparse.ArgumentParser:
-    from sda.models.unet import ADM_FLAGS, add_model_args
+    from sda.models.unet import ADM_FLAGS, add_model_args, str2bool
 
     defaults = {**ADM_FLAGS["256_cond"], "image_size": args.image_size}
     p = argparse.ArgumentParser(prog="gen/sample.py --model ADM", add_help=False)
     add_model_args(p, defaults=defaults)
     p.add_argument("--diffusion_steps", type=int, default=defaults["diffusion_steps"])
     p.add_argument("--noise_schedule", default=defaults["noise_schedule"])
+    p.add_argument("--predict_xstart", type=str2bool, default=False, help="the model predicts x0 (not the noise)")
     return p
 
 
@@ -123,6 +127,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      f"DiT-d<depth>w<width>h<heads>/<patch> or {ADM_MODEL}")
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.clip_denoised = args.no_vae if args.clip_denoised == "auto" else args.clip_denoised == "true"
     return args
 
 
@@ -249,6 +254,7 @@ class Sampler:
     cfg_channels: str = "3"
     vae: Any = None
     precision: str = "fp32"
+    clip_denoised: bool = False
     _dummy: torch.Generator = field(default_factory=lambda: make_generator(0), repr=False)
 
     @property
@@ -283,7 +289,7 @@ class Sampler:
             z = torch.cat([z, z], 0)  # (2N, C, S, S)
             y = torch.cat([y, torch.full_like(y, self.num_classes)], 0)  # (2N,)
             gens = gens + [self._dummy] * n
-        x = self.diffusion.p_sample_loop(self.model_fn, z.shape, noise=z, clip_denoised=False,
+        x = self.diffusion.p_sample_loop(self.model_fn, z.shape, noise=z, clip_denoised=self.clip_denoised,
                                          model_kwargs=dict(y=y), device=self.device, generator=gens)
         x = x[:n]  # (N, C, S, S)
         if self.vae is not None:
@@ -307,7 +313,8 @@ def build_sampler(args: argparse.Namespace, device: torch.device) -> Sampler:
             raise UserError("--precision fp64 is for DiT only (the UNet embeds timesteps in float32); use fp32")
         model = load_adm(args.adm, ckpt, num_classes=args.num_classes, allow_pickle=args.allow_pickle)
         diffusion = create_diffusion(str(args.num_sampling_steps), noise_schedule=args.adm["noise_schedule"],
-                                     learn_sigma=args.adm["learn_sigma"], diffusion_steps=args.adm["diffusion_steps"])
+                                     learn_sigma=args.adm["learn_sigma"], diffusion_steps=args.adm["diffusion_steps"],
+                                     predict_xstart=args.adm["predict_xstart"])
         input_size, in_channels = args.image_size, 3
     else:
         in_channels = 3 if args.no_vae else LATENT_CHANNELS
@@ -326,7 +333,8 @@ def build_sampler(args: argparse.Namespace, device: torch.device) -> Sampler:
         vae = load_vae(args.vae_path or f"{PRETRAINED_DIR}/sd-vae-ft-{args.vae}", device, dtype)
     return Sampler(model=model, diffusion=diffusion, input_size=input_size, in_channels=in_channels,
                    num_classes=args.num_classes, device=device, cfg_scale=args.cfg_scale,
-                   cfg_channels=args.cfg_channels, vae=vae, precision=args.precision)
+                   cfg_channels=args.cfg_channels, vae=vae, precision=args.precision,
+                   clip_denoised=args.clip_denoised)
 
 
 # ---------------------------------------------------------------------------------------------- the set

@@ -1,6 +1,7 @@
 # The mini benchmark's source classifier: the tiny model of configs/finetune/TinyResNet.py
 # trained from scratch on clean 32x32 digits (a class-folder set). On the mini digits split
-# (898 train images) it reaches 99.4% val accuracy in 30 epochs, about a minute on 2 CPU cores.
+# (898 train images) the committed model (assets/mini/classifier.pth) reached 99.2% val accuracy
+# in these 50 epochs, a few minutes on 2 CPU cores.
 _base_ = ['../finetune/TinyResNet.py']
 
 load_from = None
@@ -10,4 +11,4 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, end=1, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=1),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=30)
+train_cfg = dict(by_epoch=True, max_epochs=50)

@@ -168,3 +168,12 @@ def test_errors_are_one_line_with_exit_code_2(ckpt, tmp_path, monkeypatch, capsy
         generation.load_vae(tmp_path / "no-vae-here")
     with pytest.raises(UserError, match="--cfg-scale"):
         run(ckpt, tmp_path / "o", "--cfg-scale", "0.5")
+
+
+def test_clip_denoised_defaults_follow_the_space():
+    from sda.generation import parse_args
+
+    assert parse_args(["--model", "DiT-S/8"]).clip_denoised is False  # latent: official DiT
+    assert parse_args(["--model", "DiT-S/8", "--no-vae"]).clip_denoised is True  # pixel space
+    assert parse_args(["--model", "ADM", "--image_size", "32"]).clip_denoised is True
+    assert parse_args(["--model", "DiT-S/8", "--clip-denoised", "true"]).clip_denoised is True

@@ -1,0 +1,42 @@
+"""Train the unconditional ADM UNet that the align stage projects with (guided-diffusion's image_train).
+
+    python align/train.py --config configs/mini/adm_uncond.json --data_dir data/mini/train \\
+        --results_dir results/mini/train/adm_uncond --export assets/mini/adm_uncond.pt
+
+Model flags are guided-diffusion's (``--image_size 32 --num_channels 32 ...``); the exported file is
+the EMA state dict, loadable by ``align/project.py --model_path`` with the same model flags. The
+training checkpoints (``<results_dir>/checkpoints/<step>.pt``, DiT's {"model","ema","opt","args"}
+format) let an interrupted run resume: run the same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sda.diffusion_training import add_train_args, parse_with_config, run_training  # noqa: E402
+from sda.models.unet import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args  # noqa: E402
+from sda.utils.cli import run_main  # noqa: E402
+from sda.utils.errors import UserError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p, defaults=MODEL_FLAG_DEFAULTS)
+    add_train_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_with_config(build_parser(), argv)
+    if args.class_cond:
+        raise UserError("align/train.py trains the unconditional model; use gen/train.py --model ADM for class_cond")
+    model = create_model(**model_kwargs_from_args(args))
+    return run_training(args, model, class_cond=False, learn_sigma=args.learn_sigma)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,58 @@
+"""Train a class-conditional generator on a class-folder image set (DiT's train.py, one process).
+
+    python gen/train.py --model ADM --config configs/mini/adm_cond.json --data_dir data/mini/train \\
+        --results_dir results/mini/train/adm_cond --export assets/mini/adm_cond.pt
+    python gen/train.py --model DiT-S/4 --image_size 32 --data_dir data/mini/train --results_dir results/dit
+
+``--model ADM`` is guided-diffusion's UNet with ``class_cond True`` (its model flags apply);
+``--model DiT-*`` is a pixel-space DiT (in_channels 3, learned sigma, class dropout 0.1, null class
+= num_classes). The class count defaults to the number of class folders. Labels follow the sorted
+folder order, as gen/sample.py writes them. Checkpoints: ``<results_dir>/checkpoints/<step>.pt`` in
+DiT's training format (resume by running the same command); ``--export`` writes the EMA weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sda.diffusion_training import add_train_args, parse_with_config, run_training  # noqa: E402
+from sda.models.unet import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args  # noqa: E402
+from sda.utils.cli import run_main  # noqa: E402
+from sda.utils.errors import UserError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ADM", help="ADM (class-conditional UNet) or a DiT name such as DiT-S/4")
+    p.add_argument("--num_classes", type=int, default=None, help="default: the number of class folders")
+    add_model_args(p, defaults={**MODEL_FLAG_DEFAULTS, "class_cond": True, "learn_sigma": True})
+    add_train_args(p)
+    return p
+
+
+def build_model(args: argparse.Namespace):
+    if args.model == "ADM":
+        if not args.class_cond:
+            raise UserError("gen/train.py --model ADM trains a class-conditional UNet; drop --class_cond False")
+        return create_model(**model_kwargs_from_args(args))
+    from sda.models.dit import build_dit
+
+    return build_dit(args.model, input_size=args.image_size, in_channels=3, num_classes=args.num_classes,
+                     learn_sigma=args.learn_sigma)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_with_config(build_parser(), argv)
+    if args.num_classes is None:
+        args.num_classes = sum(d.is_dir() for d in os.scandir(args.data_dir)) if os.path.isdir(args.data_dir) else 0
+        if args.num_classes == 0:
+            raise UserError(f"no class folders under {args.data_dir}; expected <data_dir>/<class>/<image>")
+    return run_training(args, build_model(args), class_cond=True, learn_sigma=args.learn_sigma)
+
+
+if __name__ == "__main__":
+    run_main(main)
