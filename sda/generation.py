@@ -405,13 +405,13 @@ def _check_resume(root: Path, settings: dict[str, Any]) -> None:
                         "use another --out-dir/--sample-dir or the same settings to resume")
 
 
+@torch.no_grad()  # scoped: the caller's autograd state is left as it was
 def generate(args: argparse.Namespace) -> dict[str, Any]:
     """Run Stage 1 for parsed flags; returns the manifest (rank 0) or {} (other ranks)."""
     if args.images_per_class < 1 or args.per_proc_batch_size < 1:
         raise UserError("--images-per-class and --per-proc-batch-size must be at least 1")
     classes = parse_classes(args.classes, args.num_classes)
     info = sdist.init_distributed(args.device)
-    torch.set_grad_enabled(False)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     start = time.time()
     try:

@@ -177,3 +177,14 @@ def test_clip_denoised_defaults_follow_the_space():
     assert parse_args(["--model", "DiT-S/8", "--no-vae"]).clip_denoised is True  # pixel space
     assert parse_args(["--model", "ADM", "--image_size", "32"]).clip_denoised is True
     assert parse_args(["--model", "DiT-S/8", "--clip-denoised", "true"]).clip_denoised is True
+
+
+def test_generate_leaves_autograd_enabled(tmp_path):
+    # generate() must not switch autograd off for the rest of the process (it broke later tests once)
+    torch.manual_seed(0)
+    model = build_dit("DiT-S/8", input_size=16, num_classes=2, in_channels=3)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    generate(parse_args(["--model", "DiT-S/8", "--no-vae", "--image-size", "16", "--num-classes", "2",
+                         "--ckpt", str(tmp_path / "m.pt"), "--num-sampling-steps", "2", "--images-per-class", "1",
+                         "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--grid-size", "0"]))
+    assert torch.is_grad_enabled()
