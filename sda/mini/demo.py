@@ -313,7 +313,7 @@ def caption(record: dict, seeds: list[int]) -> str:
             f"model on raw + fine-tuned model on projected; best ensemble chosen on validation "
             f"({record.get('best_ensemble_mode')}); BN-adapt = SDA with the fine-tuned model replaced by the source "
             f"model whose BatchNorm statistics were re-estimated on the aligned synthetic set (no labels)."
-            + (f" Stage seconds: {st}." if st else ""))
+            + (f" Stage seconds (seed {record.get('seed')}): {st}." if st else ""))
 
 
 def main_run(seeds: list[int], out: Path, data: Path, assets: Path, quick: bool, threads: int,
@@ -334,6 +334,9 @@ def main_run(seeds: list[int], out: Path, data: Path, assets: Path, quick: bool,
         summary, spread = records[0], None
     else:
         summary, spread = aggregate(records)
+        summary.update(std=spread, per_seed_means={r["seed"]: {k: v["mean"] for k, v in r["methods"].items()}
+                                                   for r in records},
+                       synthetic_accuracy_per_seed=[r["synthetic_accuracy"] for r in records])
     summary = {**summary, "seconds": round(time.time() - t0, 1), "per_seed": [r["seed"] for r in records]}
     table = markdown_table(summary, spread)
     text = caption(records[0], seeds) + "\n\n" + table + "\n"

@@ -52,7 +52,8 @@ def markdown_table(results: dict, spread: dict | None = None) -> str:
 def aggregate(per_seed: Sequence[dict]) -> tuple[dict, dict]:
     """Mean and (sample) standard deviation of every cell over seeds."""
     first = per_seed[0]
-    mean: dict = {k: v for k, v in first.items() if k != "methods"}
+    # keep what all seeds share (benchmark, settings, ...); per-seed details stay in the seed folders
+    mean: dict = {k: v for k, v in first.items() if k != "methods" and all(r.get(k) == v for r in per_seed)}
     mean["methods"], std = {}, {}
     for m, cells in first["methods"].items():
         mean["methods"][m], std[m] = {}, {}

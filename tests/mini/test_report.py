@@ -20,6 +20,7 @@ def test_aggregate_mean_and_std():
     assert std["sda"]["fog"] == pytest.approx(2.0)  # sample std of 0, 2, 4
     assert mean["synthetic_accuracy"] == pytest.approx(97.0)
     assert mean["seeds"] == [0, 1, 2]
+    assert "seed" not in mean and mean["benchmark"] == "t"  # seed-specific fields are not carried over
 
 
 def test_markdown_table_rows_and_columns():
