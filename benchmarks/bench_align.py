@@ -31,7 +31,7 @@ import torch
 import sda.models.unet_blocks as unet_blocks
 from sda.diffusion import create_diffusion, randn_like_gen
 from sda.models.unet import ADM_FLAGS, MODEL_FLAG_DEFAULTS, create_model, model_kwargs
-from sda.projection import LowPass, lowpass_resize_right, prepare_model, project
+from sda.projection import LowPass, prepare_model, project, project_reference_style
 from sda.utils.seed import make_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,23 +81,6 @@ def naive_attention() -> Iterator[None]:
         yield
     finally:
         unet_blocks._sdpa_heads = saved
-
-
-def baseline_project(model: torch.nn.Module, diffusion, ref: torch.Tensor, N: int, D: int, scale: float,
-                     noises: list[torch.Tensor]) -> torch.Tensor:
-    """The reference's loop: resize-right on ref and pred_xstart every step, in-place guided update."""
-    B = ref.shape[0]
-    img = diffusion.q_sample(ref, torch.full((B,), N, device=ref.device), noise=noises[0])
-    for k, i in enumerate(range(N - 1, -1, -1)):
-        img = img.requires_grad_()
-        out = diffusion.p_sample(model, img, torch.full((B,), i, device=ref.device), clip_denoised=True,
-                                 noise=noises[k + 1])
-        difference = lowpass_resize_right(ref, D) - lowpass_resize_right(out["pred_xstart"], D)
-        norm = torch.linalg.norm(difference)
-        norm_grad = torch.autograd.grad(outputs=norm, inputs=img)[0]
-        out["sample"] -= norm_grad * scale
-        img = out["sample"].detach_()
-    return img
 
 
 def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor]:
@@ -186,7 +169,7 @@ def main() -> None:
 
     def run_base() -> torch.Tensor:
         with naive_attention():
-            return baseline_project(base_model, diffusion, ref, N, args.D, args.scale, noises)
+            return project_reference_style(base_model, diffusion, ref, N, args.D, args.scale, noises)
 
     runs: dict[str, Callable[[], torch.Tensor]] = {}
     if args.baseline:

@@ -233,6 +233,25 @@ def project(
     return out["sample"]
 
 
+def project_reference_style(model: nn.Module, diffusion: Any, ref: torch.Tensor, N: int, D: int, scale: float,
+                            noises: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The reference's loop written out plainly (resize-right on ``ref`` and ``pred_xstart`` every step,
+    batch-coupled norm, in-place update): the baseline of ``benchmarks/bench_align.py`` and the
+    equivalence oracle of the tests. ``noises``: the q_sample draw, then one draw per step."""
+    B = ref.shape[0]
+    img = diffusion.q_sample(ref, torch.full((B,), N, device=ref.device), noise=noises[0])  # (B, C, H, W)
+    for k, i in enumerate(range(N - 1, -1, -1)):
+        img = img.requires_grad_()
+        out = diffusion.p_sample(model, img, torch.full((B,), i, device=ref.device), clip_denoised=True,
+                                 noise=noises[k + 1])
+        difference = lowpass_resize_right(ref, D) - lowpass_resize_right(out["pred_xstart"], D)
+        norm = torch.linalg.norm(difference)
+        norm_grad = torch.autograd.grad(outputs=norm, inputs=img)[0]
+        out["sample"] -= norm_grad * scale
+        img = out["sample"].detach_()
+    return img
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> uint8 as the reference's ``torchvision.utils.save_image(normalize=True,
     range=(-1, 1))``: clamp to [-1, 1], (x + 1) / 2, * 255 + 0.5, clamp to [0, 255], truncate."""

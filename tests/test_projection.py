@@ -17,6 +17,7 @@ from sda.projection import (
     prepare_model,
     project,
     project_progressive,
+    project_reference_style,
     to_uint8,
 )
 from sda.utils.seed import make_generator
@@ -107,26 +108,11 @@ def test_scale_zero_equals_plain_noising_and_denoising() -> None:
     assert torch.allclose(out, x, atol=1e-6)
 
 
-def reference_style_projection(model, diffusion, ref, N, D, scale, noises):
-    """The reference's loop written out (resize-right LPF, in-place update, batch norm)."""
-    B = ref.shape[0]
-    img = diffusion.q_sample(ref, torch.full((B,), N), noise=noises[0])
-    for k, i in enumerate(range(N - 1, -1, -1)):
-        img = img.requires_grad_()
-        out = diffusion.p_sample(model, img, torch.full((B,), i), clip_denoised=True, noise=noises[k + 1])
-        difference = lowpass_resize_right(ref, D) - lowpass_resize_right(out["pred_xstart"], D)
-        norm = torch.linalg.norm(difference)
-        norm_grad = torch.autograd.grad(outputs=norm, inputs=img)[0]
-        out["sample"] -= norm_grad * scale
-        img = out["sample"].detach_()
-    return img
-
-
 def test_matches_reference_loop_and_explicit_noise() -> None:
     model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(3)
     g = gens(3, base=7)
     noises = [randn_like_gen(ref.shape, g) for _ in range(5 + 1)]  # q_sample noise, then one per step
-    expected = reference_style_projection(model, diffusion, ref, 5, 4, 6.0, noises)
+    expected = project_reference_style(model, diffusion, ref, 5, 4, 6.0, noises)
     by_gen = project(model, diffusion, ref, N=5, D=4, scale=6.0, generator=gens(3, base=7))
     by_noise = project(model, diffusion, ref, N=5, D=4, scale=6.0, noise=noises[0], step_noise=noises[1:])
     assert torch.equal(by_gen, by_noise)
