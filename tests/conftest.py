@@ -1,4 +1,6 @@
-"""Shared fixtures. ``run_tree``: run an entry point (or torchrun) as a subprocess and never leave orphans.
+"""Shared fixtures. ``one_thread``: torch on one intra-op thread for a module (tiny models run fastest
+that way and do not stall on a busy 2-core machine).
+``run_tree``: run an entry point (or torchrun) as a subprocess and never leave orphans.
 
 torchrun starts its workers in sessions of their own, so killing torchrun (which ``subprocess.run`` does
 with SIGKILL on a timeout or an exception, e.g. Ctrl-C) leaves the workers running, re-parented to init.
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 TAG_VAR = "SDA_TEST_PROCESS_TREE"
 
@@ -111,3 +114,12 @@ def run_tree() -> Iterator[RunTree]:
     yield run
     for proc, tag in started:
         end_tree(proc, tag, grace_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the requesting module; the previous count is restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

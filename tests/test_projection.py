@@ -26,13 +26,7 @@ TINY = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2"
             learn_sigma=True, num_head_channels=16, resblock_updown=True, use_scale_shift_norm=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def tiny_unet(seed: int = 0) -> torch.nn.Module:

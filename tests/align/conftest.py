@@ -15,13 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # test modules here import align
 from align_helpers import tiny_unet  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="session")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+@pytest.fixture(autouse=True)
+def _align_one_thread(one_thread: None) -> None:
+    """Every align test runs on one thread (the fixture of tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
