@@ -43,6 +43,7 @@ def create_argparser() -> argparse.ArgumentParser:
     _add(p, "--timestep_respacing", default="100", help="respaced DDPM steps (SDA: 100)")
     _add(p, "--use_kl", type=str2bool, default=False)
     _add(p, "--predict_xstart", type=str2bool, default=False)
+    _add(p, "--predict_v", type=str2bool, default=False, help="v-prediction model (an extension)")
     _add(p, "--rescale_timesteps", type=str2bool, default=False)
     _add(p, "--rescale_learned_sigmas", type=str2bool, default=False)
     _add(p, "--clip_denoised", type=str2bool, default=True)
@@ -102,7 +103,7 @@ def main() -> None:
         try:
             diffusion = create_diffusion(
                 args.timestep_respacing, noise_schedule=args.noise_schedule, use_kl=args.use_kl,
-                predict_xstart=args.predict_xstart, learn_sigma=args.learn_sigma,
+                predict_xstart=args.predict_xstart, predict_v=args.predict_v, learn_sigma=args.learn_sigma,
                 rescale_learned_sigmas=args.rescale_learned_sigmas, diffusion_steps=args.diffusion_steps,
                 rescale_timesteps=args.rescale_timesteps,
             )

@@ -272,6 +272,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rescale_learned_sigmas", type=_bool, default=False)
     parser.add_argument("--predict_xstart", type=_bool, default=False,
                         help="the model predicts x0 instead of the noise (guided-diffusion's flag)")
+    parser.add_argument("--predict_v", type=_bool, default=False,
+                        help="the model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (not in guided-diffusion)")
     parser.add_argument("--steps", type=int, default=1000, help="total optimisation steps (resume continues to it)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -305,6 +307,8 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
     for name in ("data_dir", "results_dir"):
         if getattr(args, name) is None:
             raise UserError(f"--{name} is required (on the command line or in --config)")
+    if args.predict_xstart and args.predict_v:
+        raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
     return args
 
 
@@ -329,7 +333,8 @@ def run_training(args: argparse.Namespace, model: nn.Module, class_cond: bool, l
           f"{sum(p.numel() for p in model.parameters()):,} parameters")
     diffusion = create_diffusion("", noise_schedule=args.noise_schedule, learn_sigma=learn_sigma,
                                  rescale_learned_sigmas=args.rescale_learned_sigmas,
-                                 predict_xstart=args.predict_xstart, diffusion_steps=args.diffusion_steps)
+                                 predict_xstart=args.predict_xstart, predict_v=args.predict_v,
+                                 diffusion_steps=args.diffusion_steps)
     results = Path(args.results_dir)
     write_json(results / "args.json", vars(args))  # the resolved settings next to the results
     out = train(model.to(device), diffusion, x, y if class_cond else None, settings_from_args(args),

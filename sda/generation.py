@@ -107,6 +107,7 @@ def _adm_parser(args: argparse.Namespace) -> argparse.ArgumentParser:
     p.add_argument("--diffusion_steps", type=int, default=defaults["diffusion_steps"])
     p.add_argument("--noise_schedule", default=defaults["noise_schedule"])
     p.add_argument("--predict_xstart", type=str2bool, default=False, help="the model predicts x0 (not the noise)")
+    p.add_argument("--predict_v", type=str2bool, default=False, help="the model predicts v (not the noise)")
     return p
 
 
@@ -311,10 +312,12 @@ def build_sampler(args: argparse.Namespace, device: torch.device) -> Sampler:
             raise UserError("ADM has no null class for classifier-free guidance; use --cfg-scale 1.0")
         if args.precision == "fp64":
             raise UserError("--precision fp64 is for DiT only (the UNet embeds timesteps in float32); use fp32")
+        if args.adm["predict_xstart"] and args.adm["predict_v"]:
+            raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
         model = load_adm(args.adm, ckpt, num_classes=args.num_classes, allow_pickle=args.allow_pickle)
         diffusion = create_diffusion(str(args.num_sampling_steps), noise_schedule=args.adm["noise_schedule"],
                                      learn_sigma=args.adm["learn_sigma"], diffusion_steps=args.adm["diffusion_steps"],
-                                     predict_xstart=args.adm["predict_xstart"])
+                                     predict_xstart=args.adm["predict_xstart"], predict_v=args.adm["predict_v"])
         input_size, in_channels = args.image_size, 3
     else:
         in_channels = 3 if args.no_vae else LATENT_CHANNELS

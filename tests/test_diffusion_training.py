@@ -132,6 +132,7 @@ def _image_folder(root: Path, classes: int = 2, per_class: int = 3) -> Path:
 @pytest.mark.parametrize("script,extra", [
     ("align/train.py", []),
     ("gen/train.py", ["--model", "ADM"]),
+    ("gen/train.py", ["--model", "ADM", "--predict_v", "True"]),
     ("gen/train.py", ["--model", "DiT-S/4", "--image_size", "8"]),
 ])
 def test_entry_points_write_loadable_checkpoints(tmp_path, script, extra):
@@ -163,3 +164,15 @@ def test_lr_schedule_warmup_constant_decay():
 
     s = TrainSettings(steps=10, lr=1.0, warmup=2, decay_steps=4)
     assert [lr_at(i, s) for i in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+
+
+def test_train_rejects_two_model_targets(tmp_path):
+    from sda.utils.errors import UserError
+
+    data = _image_folder(tmp_path / "data")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**TINY_ADM, "predict_xstart": True, "predict_v": True}))
+    with pytest.raises(UserError, match="--predict_xstart and --predict_v exclude each other"):
+        _load_script("align/train.py").main(["--config", str(cfg), "--data_dir", str(data),
+                                             "--results_dir", str(tmp_path / "res")])
+    assert not (tmp_path / "res").exists()

@@ -44,6 +44,7 @@ def create_diffusion(
     use_kl: bool = False,
     sigma_small: bool = False,
     predict_xstart: bool = False,
+    predict_v: bool = False,
     learn_sigma: bool = True,
     rescale_learned_sigmas: bool = False,
     diffusion_steps: int = 1000,
@@ -54,10 +55,17 @@ def create_diffusion(
     timestep_respacing: None or "" keeps every step; else a `space_timesteps` spec ("250", "ddim50",
     "10,15,20"). Loss: RESCALED_KL if use_kl, else RESCALED_MSE if rescale_learned_sigmas, else MSE.
     Variance: LEARNED_RANGE if learn_sigma, else FIXED_SMALL if sigma_small, else FIXED_LARGE.
-    Mean: START_X if predict_xstart else EPSILON. rescale_timesteps=False (both official paths used
+    Mean: START_X if predict_xstart, VELOCITY if predict_v (an extension: guided-diffusion has no
+    v-prediction), else EPSILON. rescale_timesteps=False (both official paths used
     here) gives the model the original integer timesteps.
     """
+    if predict_xstart and predict_v:
+        raise ValueError("predict_xstart and predict_v exclude each other: choose one model target")
     betas = get_named_beta_schedule(noise_schedule, diffusion_steps)
+    if predict_xstart:
+        mean_type = ModelMeanType.START_X
+    else:
+        mean_type = ModelMeanType.VELOCITY if predict_v else ModelMeanType.EPSILON
     if use_kl:
         loss_type = LossType.RESCALED_KL
     elif rescale_learned_sigmas:
@@ -73,7 +81,7 @@ def create_diffusion(
     return SpacedDiffusion(
         use_timesteps=space_timesteps(diffusion_steps, timestep_respacing),
         betas=betas,
-        model_mean_type=ModelMeanType.START_X if predict_xstart else ModelMeanType.EPSILON,
+        model_mean_type=mean_type,
         model_var_type=var_type,
         loss_type=loss_type,
         rescale_timesteps=rescale_timesteps,

@@ -53,6 +53,7 @@ class ModelMeanType(enum.Enum):
     PREVIOUS_X = enum.auto()  # x_{t-1}
     START_X = enum.auto()  # x_0
     EPSILON = enum.auto()  # the noise
+    VELOCITY = enum.auto()  # v = sqrt(abar) * eps - sqrt(1 - abar) * x_0 (Salimans & Ho 2022; not in guided-diffusion)
 
 
 class ModelVarType(enum.Enum):
@@ -297,6 +298,9 @@ class GaussianDiffusion:
         elif self.model_mean_type == ModelMeanType.EPSILON:
             pred_xstart = process_xstart(self._predict_xstart_from_eps(x, t, model_output))
             model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
+        elif self.model_mean_type == ModelMeanType.VELOCITY:
+            pred_xstart = process_xstart(self._predict_xstart_from_v(x, t, model_output))
+            model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
         else:
             raise NotImplementedError(self.model_mean_type)
 
@@ -313,6 +317,16 @@ class GaussianDiffusion:
     def _predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
                 - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
+
+    def _predict_xstart_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # x_0 = sqrt(abar) * x_t - sqrt(1 - abar) * v: no 1 / sqrt(abar) amplification at high noise
+        return (self._extract("sqrt_alphas_cumprod", t, x_t.shape) * x_t
+                - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t.shape) * v)
+
+    def _predict_v(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The velocity target v = sqrt(abar_t) * noise - sqrt(1 - abar_t) * x_start (same shape)."""
+        return (self._extract("sqrt_alphas_cumprod", t, x_start.shape) * noise
+                - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * x_start)
 
     def _predict_xstart_from_xprev(self, x_t: torch.Tensor, t: torch.Tensor, xprev: torch.Tensor) -> torch.Tensor:
         # invert mean = coef1 * x_0 + coef2 * x_t
@@ -645,6 +659,8 @@ class GaussianDiffusion:
             target = self.q_posterior_mean_variance(x_start, x_t, t)[0]
         elif self.model_mean_type == ModelMeanType.START_X:
             target = x_start
+        elif self.model_mean_type == ModelMeanType.VELOCITY:
+            target = self._predict_v(x_start, t, noise)
         else:
             target = noise
         terms["mse"] = mean_flat((target - model_output) ** 2)  # (N,)

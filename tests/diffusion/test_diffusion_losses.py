@@ -107,3 +107,52 @@ def test_normal_kl_and_likelihood_basics():
     x = torch.tensor([-1.0, 0.0, 1.0])
     lp = discretized_gaussian_log_likelihood(x, means=torch.zeros(3), log_scales=torch.full((3,), -3.0))
     np.testing.assert_allclose(-lp.numpy(), _np_nll(x.numpy(), 0.0, -3.0), rtol=1e-5)
+
+
+class _Oracle(torch.nn.Module):
+    """Knows x0: outputs the exact eps or v for x_t (first C channels), a fixed variance value after."""
+
+    def __init__(self, diffusion, x0, target):
+        super().__init__()
+        self.d, self.x0, self.target = diffusion, x0, target
+
+    def forward(self, x, t):
+        acp = torch.from_numpy(self.d.alphas_cumprod)[t].float().view(-1, 1, 1, 1)  # (N, 1, 1, 1)
+        eps = (x - acp.sqrt() * self.x0) / (1 - acp).sqrt()
+        out = eps if self.target == "eps" else acp.sqrt() * eps - (1 - acp).sqrt() * self.x0
+        return torch.cat([out, torch.zeros_like(x)], dim=1)  # (N, 2C, H, W)
+
+
+def test_v_prediction_known_answers():
+    d = create_diffusion("", predict_v=True)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(3, 3, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(3, 3, 4, 4, generator=g)
+    t = torch.tensor([0, 500, 999])
+    acp = torch.from_numpy(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))).float()[t].view(-1, 1, 1, 1)
+    # the target is v = sqrt(abar) eps - sqrt(1 - abar) x0, so a model outputting it has zero MSE
+    terms = d.training_losses(_Oracle(d, x0, "v"), x0, t, noise=noise)
+    torch.testing.assert_close(terms["mse"], torch.zeros(3), atol=1e-7, rtol=0)
+    v = acp.sqrt() * noise - (1 - acp).sqrt() * x0
+    assert terms["mse"].shape == (3,)
+    wrong = d.training_losses(lambda x, tt: torch.cat([v + 0.1, torch.zeros_like(x)], 1), x0, t, noise=noise)
+    torch.testing.assert_close(wrong["mse"], torch.full((3,), 0.01), rtol=1e-4, atol=0)
+    # the exact v recovers x0 at every noise level, and the posterior equals the eps model's
+    x_t = d.q_sample(x0, t, noise=noise)
+    out_v = d.p_mean_variance(_Oracle(d, x0, "v"), x_t, t, clip_denoised=False)
+    out_eps = create_diffusion("").p_mean_variance(_Oracle(d, x0, "eps"), x_t, t, clip_denoised=False)
+    torch.testing.assert_close(out_v["pred_xstart"], x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_v["mean"], out_eps["mean"], atol=1e-5, rtol=0)
+    # where eps-prediction amplifies a model error by sqrt(1 / abar - 1) at high noise, v shrinks it
+    err = 0.01
+    bad_v = d.p_mean_variance(lambda x, tt: _Oracle(d, x0, "v")(x, tt) + err, x_t, t, clip_denoised=False)
+    bad_eps = create_diffusion("").p_mean_variance(lambda x, tt: _Oracle(d, x0, "eps")(x, tt) + err, x_t, t,
+                                                   clip_denoised=False)
+    gap_v = (bad_v["pred_xstart"] - x0).abs().amax().item()
+    gap_eps = (bad_eps["pred_xstart"][2] - x0[2]).abs().amax().item()
+    assert gap_v <= err + 1e-5 and gap_eps > 100 * err
+
+
+def test_v_and_xstart_prediction_exclude_each_other():
+    with pytest.raises(ValueError, match="exclude each other"):
+        create_diffusion("", predict_xstart=True, predict_v=True)

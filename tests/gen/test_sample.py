@@ -188,3 +188,22 @@ def test_generate_leaves_autograd_enabled(tmp_path):
                          "--ckpt", str(tmp_path / "m.pt"), "--num-sampling-steps", "2", "--images-per-class", "1",
                          "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--grid-size", "0"]))
     assert torch.is_grad_enabled()
+
+
+def test_adm_model_target_flags(tmp_path):
+    from sda.diffusion import ModelMeanType
+    from sda.models.unet import create_model, model_kwargs
+
+    adm = {"num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2", "attention_resolutions": "2",
+           "num_heads": 2, "num_head_channels": -1, "learn_sigma": True, "class_cond": True, "resblock_updown": False,
+           "use_scale_shift_norm": True}
+    torch.save(create_model(**model_kwargs({**adm, "image_size": 8, "num_classes": 2})).state_dict(), tmp_path / "m.pt")
+    base = ["--model", "ADM", "--image-size", "8", "--num-classes", "2", "--ckpt", str(tmp_path / "m.pt"),
+            "--num-sampling-steps", "2", "--device", "cpu", *[f"--{k}={v}" for k, v in adm.items()]]
+    for extra, mean_type in (([], ModelMeanType.EPSILON), (["--predict_v", "True"], ModelMeanType.VELOCITY),
+                             (["--predict_xstart", "True"], ModelMeanType.START_X)):
+        sampler = generation.build_sampler(parse_args([*base, *extra]), torch.device("cpu"))
+        assert sampler.diffusion.model_mean_type == mean_type
+    with pytest.raises(UserError, match="exclude each other"):
+        generation.build_sampler(parse_args([*base, "--predict_v", "True", "--predict_xstart", "True"]),
+                                 torch.device("cpu"))
