@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 
+import align_helpers  # tests/align, on sys.path through conftest.py
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from sda.diffusion import create_diffusion, randn_like_gen
-from sda.models.unet import create_model
 from sda.projection import (
     LowPass,
     lowpass_resize_right,
@@ -22,20 +22,9 @@ from sda.projection import (
 )
 from sda.utils.seed import make_generator
 
-TINY = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
-            learn_sigma=True, num_head_channels=16, resblock_updown=True, use_scale_shift_norm=True)
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
-
 
 def tiny_unet(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = create_model(**TINY)
-    with torch.no_grad():
-        for p in model.parameters():  # the zero-initialised output layers would make eps == 0
-            p.add_(0.05 * torch.randn_like(p))
-    return prepare_model(model, "fp32")
+    return prepare_model(align_helpers.tiny_unet(seed), "fp32")
 
 
 def smooth_refs(b: int, size: int = 16, seed: int = 0) -> torch.Tensor:
