@@ -50,7 +50,7 @@ CLASSIFIER_EPOCHS = 50  # chosen on val: 15 epochs gave 92.8% clean val top-1, 5
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise")
 # Settings of the gates = the demo's sampling and projection settings (chosen on val).
 GATE_SAMPLING_STEPS = 50
-GATE_IMAGES_PER_CLASS = 20
+GATE_IMAGES_PER_CLASS = 50
 PROJECTION = {"timestep_respacing": "50", "N": 25, "D": 4, "scale": 6.0, "guidance_norm": "batch", "batch_size": 10}
 GATE_VAL_PER_CLASS = 1000  # val images per class projected for gates (b) and (c): all of them
 
@@ -60,7 +60,7 @@ def model_flags(name: str) -> dict[str, Any]:
     from sda.models.unet import MODEL_FLAG_DEFAULTS
 
     cfg = json.loads((ROOT / CONFIGS[name]).read_text())
-    keys = (*MODEL_FLAG_DEFAULTS, "num_classes", "diffusion_steps", "noise_schedule")
+    keys = (*MODEL_FLAG_DEFAULTS, "num_classes", "diffusion_steps", "noise_schedule", "predict_xstart", "predict_v")
     return {k: cfg[k] for k in keys if k in cfg}
 
 
@@ -160,48 +160,24 @@ def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
 
 
 def gate_synthetic(assets: Path, work: Path, classifier: torch.nn.Module, seed: int = 0,
-                   clip_denoised: bool = False, per_class: int = GATE_IMAGES_PER_CLASS) -> dict[str, Any]:
-    """(a): sample with gen/sample.py's code path and score the raw samples with the source classifier.
-
-    gen/sample.py samples with ``clip_denoised=False`` (DiT's latent-space setting); ``clip_denoised=True``
-    measures the same sampler (same seeds, same files) with guided-diffusion's pixel-space default.
-    """
-    import functools
-
+                   per_class: int = GATE_IMAGES_PER_CLASS) -> dict[str, Any]:
+    """(a): sample with gen/sample.py (its pixel-space default, clip_denoised on) and score the raw samples."""
     import sda.generation as generation
 
     flags = model_flags("adm_cond")
-    out = work / ("synthetic_clip" if clip_denoised else "synthetic")
+    out = work / "synthetic"
     argv = ["--model", "ADM", "--ckpt", str(assets / "adm_cond.pt"), "--image-size", str(flags["image_size"]),
             "--num-classes", str(flags["num_classes"]), "--num-sampling-steps", str(GATE_SAMPLING_STEPS),
             "--images-per-class", str(per_class), "--global-seed", str(seed), "--out-dir", str(out),
             "--per-proc-batch-size", "100", "--device", "cpu", "--grid-size", "10",
             *flag_list(flags, skip=("num_classes", "image_size"))]
-    build = generation.build_sampler
-
-    def build_clipped(*a: Any, **kw: Any) -> Any:
-        sampler = build(*a, **kw)
-        loop = sampler.diffusion.p_sample_loop
-        sampler.diffusion.p_sample_loop = functools.partial(_clip_loop, loop)
-        return sampler
-
     t0 = time.time()
-    if clip_denoised:
-        generation.build_sampler = build_clipped
-    try:
-        generation.generate(generation.parse_args(argv))
-    finally:
-        generation.build_sampler = build
+    generation.generate(generation.parse_args(argv))
     res = classify_folder(classifier, out)
     res.update({"seconds": round(time.time() - t0, 1), "sampling_steps": GATE_SAMPLING_STEPS,
-                "images_per_class": per_class, "clip_denoised": clip_denoised,
-                "command": "python gen/sample.py " + " ".join(argv)})
+                "images_per_class": per_class, "command": "python gen/sample.py " + " ".join(argv)})
     res["pass"] = bool(min(res["per_class"].values()) >= 90.0)
     return res
-
-
-def _clip_loop(loop: Any, *args: Any, **kwargs: Any) -> Any:
-    return loop(*args, **{**kwargs, "clip_denoised": True})
 
 
 def _projector(assets: Path) -> tuple[Any, Any]:
@@ -275,6 +251,24 @@ def asset_info(assets: Path) -> dict[str, Any]:
     return out
 
 
+def model_records(assets: Path) -> dict[str, Any]:
+    """What each bundled model is and how it was trained, read from its config (and the weights' size)."""
+    from sda.utils.checkpoint import safe_load
+
+    out: dict[str, Any] = {}
+    for name, kind in (("adm_uncond", "unconditional"), ("adm_cond", "class-conditional, 10 classes")):
+        cfg = json.loads((ROOT / CONFIGS[name]).read_text())
+        rec: dict[str, Any] = {"class": f"sda.models.unet.UNetModel (ADM, {kind})", "config": CONFIGS[name]}
+        rec.update({k: cfg[k] for k in ("steps", "batch_size", "lr", "warmup", "ema_rate", "seed") if k in cfg})
+        rec["model_flags"] = model_flags(name)
+        if (assets / f"{name}.pt").is_file():
+            rec["params"] = int(sum(v.numel() for v in safe_load(assets / f"{name}.pt").values()))
+        out[f"{name}.pt"] = rec
+    out["classifier.pth"] = {"class": "mmpretrain ImageClassifier, ResNet_CIFAR-18 width 8 "
+                             "(configs/finetune/TinyResNet.py)", "epochs": CLASSIFIER_EPOCHS, "from_scratch": True}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/mini", help="data root (clean splits are (re)written here)")
@@ -286,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads for the gates")
     args = p.parse_args(argv)
     os.chdir(ROOT)
+    from sda.utils.checkpoint import file_sha256
     torch.set_num_threads(args.threads)
     data, results, assets = Path(args.data), Path(args.results), Path(args.assets)
     manifest_path = assets / "MANIFEST.json"
@@ -300,21 +295,24 @@ def main(argv: list[str] | None = None) -> None:
         manifest["retrain_sources_seconds"] = round(time.time() - t0, 1)
     split = json.loads((data / "split.json").read_text()) if (data / "split.json").is_file() else {}
     manifest.update({
-        "description": "mini benchmark source models, trained from scratch on the clean train split only",
+        "description": "mini benchmark source models, trained from scratch on the clean train split only "
+                       "(val chose the settings; test never read)",
         "data": {"command": f"python mini/prepare_data.py --out {data} --seed {args.seed}", "seed": args.seed,
-                 "dataset": split.get("dataset"), "sizes": split.get("sizes"), "counts": split.get("counts")},
+                 "dataset": split.get("dataset"), "sizes": split.get("sizes"), "counts": split.get("counts"),
+                 "split_sha256": file_sha256(data / "split.json") if split else None},
         "configs": {**CONFIGS, "classifier": CLASSIFIER_CONFIG},
-        "commands": {k: " ".join(["python", *v[1:]]) for k, v in training_commands(data, results, assets).items()},
+        "commands": {**{k: " ".join(["python", *v[1:]]) for k, v in training_commands(data, results, assets).items()},
+                     "export_note": "--export writes the EMA weights of the final step as a plain state dict"},
         "retrain_command": "python mini/train_sources.py",
     })
     manifest["versions"] = versions()
     manifest["assets"] = asset_info(assets)
+    manifest["models"] = model_records(assets)
     if not args.no_gates:
         work = results / "gates"
         shutil.rmtree(work, ignore_errors=True)
         classifier = load_source_classifier(assets)
-        gates = {"a_synthetic": gate_synthetic(assets, work, classifier),
-                 "a_synthetic_clip_denoised": gate_synthetic(assets, work, classifier, clip_denoised=True)}
+        gates = {"a_synthetic": gate_synthetic(assets, work, classifier)}
         gates.update(gate_projection(assets, data, work, classifier))
         gates["clean_val_accuracy"] = classify_folder(classifier, data / "val")["top1"]
         manifest["gates"] = gates

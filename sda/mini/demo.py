@@ -38,7 +38,7 @@ COLUMN_OF_MODE = {"first": "source", "second": "projected", "sum": "dda", "sda":
 MODEL_FLAG_KEYS = ("image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma", "class_cond",
                    "attention_resolutions", "num_heads", "num_head_channels", "num_heads_upsample",
                    "use_scale_shift_norm", "dropout", "resblock_updown", "use_fp16", "use_new_attention_order",
-                   "diffusion_steps", "noise_schedule")
+                   "diffusion_steps", "noise_schedule", "predict_xstart", "predict_v")
 
 
 @dataclass(frozen=True)
@@ -197,10 +197,34 @@ def classify_folder(assets: Path, root: Path) -> dict[str, Any]:
     return {"top1": 100.0 * float(correct.mean()), "per_class": per_class, "n": int(len(files))}
 
 
+def run_key(seed: int, s: Settings, assets: Path) -> dict[str, Any]:
+    """What a seed folder's outputs depend on: the seed, the settings, the source models and their configs."""
+    from sda.utils.checkpoint import file_sha256
+
+    files = [assets / n for n in ("adm_uncond.pt", "adm_cond.pt", "classifier.pth")]
+    files += [ROOT / c for c in (*ADM_CONFIGS.values(), CLASSIFIER_CONFIG)]
+    return {"seed": seed, "settings": asdict(s), "sha256": {f.name: file_sha256(f) for f in files}}
+
+
+def claim_folder(out: Path, key: dict[str, Any]) -> None:
+    """Resume only outputs made from the same inputs: a seed folder made otherwise is refused, not mixed."""
+    path = out / "run_key.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != key:
+            changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            if "sha256" in changed:
+                changed += sorted(n for n in key["sha256"] if old.get("sha256", {}).get(n) != key["sha256"][n])
+            raise UserError(f"{out} holds a run made with other inputs ({', '.join(changed)} changed); "
+                            f"delete it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, key)
+
+
 def run_seed(seed: int, s: Settings, out: Path, data: Path, assets: Path, threads: int) -> dict:
     """One full run; returns the results.json record of this seed."""
     t_start = time.time()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, run_key(seed, s, assets))
     run = Runner(out / "logs", threads)
     sets = prepare_data(data, s, run)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sda.mini.demo import CONTROL_MODES, adm_flags, stratified_subset, top1_table
+from sda.mini.demo import CONTROL_MODES, QUICK, adm_flags, claim_folder, run_key, stratified_subset, top1_table
 from sda.models.unet import create_model, model_kwargs_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +43,27 @@ def test_top1_table_mean_over_corruptions():
     rec = {"results": {"a/5": {"corruption": "a", "top1": {"sda": 50.0}},
                        "b/5": {"corruption": "b", "top1": {"sda": 70.0}}}}
     assert top1_table(rec, "sda") == {"a": 50.0, "b": 70.0, "mean": 60.0}
+
+
+def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
+    import dataclasses
+
+    from sda.utils.errors import UserError
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for name in ("adm_uncond.pt", "adm_cond.pt", "classifier.pth"):
+        (assets / name).write_bytes(name.encode())
+    out = tmp_path / "seed0"
+    claim_folder(out, run_key(0, QUICK, assets))
+    claim_folder(out, run_key(0, QUICK, assets))  # same inputs: resumes
+    with pytest.raises(UserError, match=r"seed0 holds a run made with other inputs \(settings changed\)"):
+        claim_folder(out, run_key(0, dataclasses.replace(QUICK, scale=3.0), assets))
+    (assets / "adm_cond.pt").write_bytes(b"retrained")
+    with pytest.raises(UserError, match=r"sha256, adm_cond.pt changed.*delete it"):
+        claim_folder(out, run_key(0, QUICK, assets))
+    first = json.loads((out / "run_key.json").read_text())
+    assert first["sha256"]["adm_cond.pt"] != run_key(0, QUICK, assets)["sha256"]["adm_cond.pt"]  # not overwritten
 
 
 @pytest.mark.slow
