@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.num_classes = sum(d.is_dir() for d in os.scandir(args.data_dir)) if os.path.isdir(args.data_dir) else 0
         if args.num_classes == 0:
             raise UserError(f"no class folders under {args.data_dir}; expected <data_dir>/<class>/<image>")
-    return run_training(args, build_model(args), class_cond=True, learn_sigma=args.learn_sigma)
+    return run_training(args, lambda: build_model(args), class_cond=True, learn_sigma=args.learn_sigma)
 
 
 if __name__ == "__main__":

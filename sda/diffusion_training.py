@@ -318,8 +318,13 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
                          ckpt_every=args.ckpt_every, log_every=args.log_every)
 
 
-def run_training(args: argparse.Namespace, model: nn.Module, class_cond: bool, learn_sigma: bool) -> dict[str, Any]:
-    """Load ``--data_dir``, build the diffusion, train to ``--steps``, optionally export the EMA weights."""
+def run_training(args: argparse.Namespace, build_model: Callable[[], nn.Module], class_cond: bool,
+                 learn_sigma: bool) -> dict[str, Any]:
+    """Seed, build the model, load ``--data_dir``, train to ``--steps``, optionally export the EMA weights.
+
+    The model is built after ``torch.manual_seed(--seed)``, so its initial weights, like every later
+    draw, follow from the seed: the same command gives the same checkpoints.
+    """
     from sda.diffusion import create_diffusion
     from sda.utils.dist import init_distributed
     from sda.utils.io import write_json
@@ -327,6 +332,7 @@ def run_training(args: argparse.Namespace, model: nn.Module, class_cond: bool, l
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    model = build_model()
     device = init_distributed(args.device).device
     x, y, classes = load_class_folder(args.data_dir, args.image_size)
     print(f"{len(x)} training images in {len(classes)} classes from {args.data_dir}; "

@@ -176,3 +176,20 @@ def test_train_rejects_two_model_targets(tmp_path):
         _load_script("align/train.py").main(["--config", str(cfg), "--data_dir", str(data),
                                              "--results_dir", str(tmp_path / "res")])
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("script,extra", [("align/train.py", []), ("gen/train.py", ["--model", "ADM"])])
+def test_same_command_gives_the_same_weights(tmp_path, script, extra):
+    # the initial weights come from --seed too (the model is built after seeding), not from the global RNG state
+    data = _image_folder(tmp_path / "data")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**TINY_ADM, "steps": 1}))
+    out = {}
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        torch.manual_seed(100 + len(out))  # whatever the caller's RNG state
+        argv = ["--config", str(cfg), "--data_dir", str(data), "--results_dir", str(tmp_path / run),
+                "--seed", str(seed), "--export", str(tmp_path / f"{run}.pt"), *extra]
+        _load_script(script).main(argv)
+        out[run] = safe_load(tmp_path / f"{run}.pt")
+    assert all(torch.equal(out["a"][k], out["b"][k]) for k in out["a"])
+    assert not all(torch.equal(out["a"][k], out["c"][k]) for k in out["a"])
