@@ -40,11 +40,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from sda.mini.demo import ADM_CONFIGS, adm_flags, adm_model_flags  # noqa: E402
 from sda.utils.cli import run_main  # noqa: E402
 from sda.utils.errors import UserError  # noqa: E402
 from sda.utils.io import write_json  # noqa: E402
 
-CONFIGS = {"adm_uncond": "configs/mini/adm_uncond.json", "adm_cond": "configs/mini/adm_cond.json"}
+CONFIGS = {f"adm_{k}": v for k, v in ADM_CONFIGS.items()}  # adm_uncond, adm_cond
 CLASSIFIER_CONFIG = "configs/mini/classifier_scratch.py"
 CLASSIFIER_EPOCHS = 50  # chosen on val: 15 epochs gave 92.8% clean val top-1, 50 epochs 99.2%
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise")
@@ -56,21 +57,10 @@ GATE_VAL_PER_CLASS = 1000  # val images per class projected for gates (b) and (c
 
 
 def model_flags(name: str) -> dict[str, Any]:
-    """The model (and diffusion) flags of a mini diffusion config, without the training settings."""
-    from sda.models.unet import MODEL_FLAG_DEFAULTS
-
+    """The model (and diffusion) flags of a mini diffusion config, with its class count, without training settings."""
     cfg = json.loads((ROOT / CONFIGS[name]).read_text())
-    keys = (*MODEL_FLAG_DEFAULTS, "num_classes", "diffusion_steps", "noise_schedule", "predict_xstart", "predict_v")
-    return {k: cfg[k] for k in keys if k in cfg}
-
-
-def flag_list(flags: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
-    """{"num_channels": 32, "learn_sigma": True} -> ["--num_channels", "32", "--learn_sigma", "True"]."""
-    out = []
-    for k, v in flags.items():
-        if k not in skip:
-            out += [f"--{k}", str(v)]
-    return out
+    extra = {"num_classes": cfg["num_classes"]} if "num_classes" in cfg else {}
+    return {**adm_model_flags(name.removeprefix("adm_")), **extra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +160,7 @@ def gate_synthetic(assets: Path, work: Path, classifier: torch.nn.Module, seed: 
             "--num-classes", str(flags["num_classes"]), "--num-sampling-steps", str(GATE_SAMPLING_STEPS),
             "--images-per-class", str(per_class), "--global-seed", str(seed), "--out-dir", str(out),
             "--per-proc-batch-size", "100", "--device", "cpu", "--grid-size", "10",
-            *flag_list(flags, skip=("num_classes", "image_size"))]
+            *adm_flags("cond")]
     t0 = time.time()
     generation.generate(generation.parse_args(argv))
     res = classify_folder(classifier, out)

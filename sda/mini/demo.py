@@ -64,14 +64,15 @@ QUICK = Settings(images_per_class=3, sampling_steps=10, respacing=10, N=5, test_
                  finetune_epochs=1)
 
 
+def adm_model_flags(which: str) -> dict[str, Any]:
+    """The model and diffusion flags of a mini ADM config ("cond" or "uncond"), without its training settings."""
+    cfg = json.loads((ROOT / ADM_CONFIGS[which]).read_text())
+    return {k: cfg[k] for k in MODEL_FLAG_KEYS if k in cfg}
+
+
 def adm_flags(which: str) -> list[str]:
     """guided-diffusion style flags (``--num_channels 32 ...``) of a mini ADM config."""
-    cfg = json.loads((ROOT / ADM_CONFIGS[which]).read_text())
-    out: list[str] = []
-    for k in MODEL_FLAG_KEYS:
-        if k in cfg:
-            out += [f"--{k}", str(cfg[k])]
-    return out
+    return [a for k, v in adm_model_flags(which).items() for a in (f"--{k}", str(v))]
 
 
 def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
