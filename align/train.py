@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_with_config(build_parser(), argv)
     if args.class_cond:
         raise UserError("align/train.py trains the unconditional model; use gen/train.py --model ADM for class_cond")
-    return run_training(args, lambda: create_model(**model_kwargs_from_args(args)), class_cond=False,
-                        learn_sigma=args.learn_sigma)
+    return run_training(
+        args, lambda: create_model(**model_kwargs_from_args(args)), class_cond=False, learn_sigma=args.learn_sigma
+    )
 
 
 if __name__ == "__main__":

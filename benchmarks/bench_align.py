@@ -44,12 +44,29 @@ def _mini_flags() -> dict:
 
 
 PRESETS = {
-    "small": dict(image_size=32, num_channels=64, num_res_blocks=2, channel_mult="1,2,2", attention_resolutions="16,8",
-                  num_head_channels=32, learn_sigma=True, resblock_updown=True, use_scale_shift_norm=True),
+    "small": dict(
+        image_size=32,
+        num_channels=64,
+        num_res_blocks=2,
+        channel_mult="1,2,2",
+        attention_resolutions="16,8",
+        num_head_channels=32,
+        learn_sigma=True,
+        resblock_updown=True,
+        use_scale_shift_norm=True,
+    ),
     # a light UNet on larger images: the reference's per-step resize-right and naive attention weigh more
-    "light64": dict(image_size=64, num_channels=32, num_res_blocks=1, channel_mult="1,2,2,2",
-                    attention_resolutions="32,16,8", num_head_channels=32, learn_sigma=True, resblock_updown=True,
-                    use_scale_shift_norm=True),
+    "light64": dict(
+        image_size=64,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2,2,2",
+        attention_resolutions="32,16,8",
+        num_head_channels=32,
+        learn_sigma=True,
+        resblock_updown=True,
+        use_scale_shift_norm=True,
+    ),
     "adm256": {**model_kwargs(ADM_FLAGS["256_uncond"]), "use_fp16": False},
     "mini": None,  # read from configs/mini/adm_uncond.json
 }
@@ -66,7 +83,7 @@ PRESET_DEFAULTS = {
 def _naive_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """guided-diffusion's attention: einsum, softmax in float32, (N, H, T, C) -> (N, T, H * C)."""
     n, heads, length, ch = q.shape
-    s = 1 / ch ** 0.25
+    s = 1 / ch**0.25
     w = torch.einsum("nhtc,nhsc->nhts", q * s, k * s)  # (N, H, T, T)
     w = torch.softmax(w.float(), dim=-1).type(w.dtype)
     a = torch.einsum("nhts,nhsc->nhtc", w, v)  # (N, H, T, C)
@@ -114,15 +131,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--batch_size", type=int, default=None, help="default: per preset (mini 10, others 8)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="guided steps timed (N); default per preset (mini 25 = the demo's full projection, others 5)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="guided steps timed (N); default per preset (mini 25 = the demo's full projection, others 5)",
+    )
     p.add_argument("--timestep_respacing", default=None, help="default per preset (mini 50, others 100)")
-    p.add_argument("--full_steps", type=int, default=None,
-                   help="N of the full projection that images/s refers to (default: 25 for mini, 50 otherwise)")
+    p.add_argument(
+        "--full_steps",
+        type=int,
+        default=None,
+        help="N of the full projection that images/s refers to (default: 25 for mini, 50 otherwise)",
+    )
     p.add_argument("--D", type=int, default=4)
     p.add_argument("--scale", type=float, default=6.0)
-    p.add_argument("--precision", default="fp32,bf16",
-                   help="comma list of fast-path precisions, one row each (fp32, fp16, bf16)")
+    p.add_argument(
+        "--precision", default="fp32,bf16", help="comma list of fast-path precisions, one row each (fp32, fp16, bf16)"
+    )
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true", help="torch.compile the fast model(s)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each, interleaved")
@@ -164,8 +190,9 @@ def main() -> None:
     noises = [randn_like_gen(ref.shape, gens, device) for _ in range(N + 1)]
 
     def run_fast(model: torch.nn.Module) -> torch.Tensor:
-        return project(model, diffusion, ref, N=N, D=args.D, scale=args.scale, noise=noises[0],
-                       step_noise=noises[1:], lowpass=lpf)
+        return project(
+            model, diffusion, ref, N=N, D=args.D, scale=args.scale, noise=noises[0], step_noise=noises[1:], lowpass=lpf
+        )
 
     def run_base() -> torch.Tensor:
         with naive_attention():
@@ -177,10 +204,12 @@ def main() -> None:
     for name, m in fast_models.items():
         runs[name] = lambda m=m: run_fast(m)
 
-    print(f"align benchmark: preset {args.preset} ({S}px, {sum(x.numel() for x in state.values()) / 1e6:.2f}M "
-          f"params), batch {B}, {N} guided steps of respacing {args.timestep_respacing}, D {args.D}, "
-          f"device {device} ({_cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    print(
+        f"align benchmark: preset {args.preset} ({S}px, {sum(x.numel() for x in state.values()) / 1e6:.2f}M "
+        f"params), batch {B}, {N} guided steps of respacing {args.timestep_respacing}, D {args.D}, "
+        f"device {device} ({_cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}"
+    )
     print(f"load average before: {_loadavg()}")
     times: dict[str, list[float]] = {k: [] for k in runs}
     warm, outs = {}, {}
@@ -192,8 +221,10 @@ def main() -> None:
             times[k].append(t)
     print(f"load average after:  {_loadavg()}")
     ref_name = "baseline fp32" if args.baseline else None
-    print(f"{'row':<28} {'warm-up s':>9} {'ms/step':>9} {'images/s':>10} {'x baseline':>11} {'(min-max)':>12} "
-          f"{'max|diff|':>10}")
+    print(
+        f"{'row':<28} {'warm-up s':>9} {'ms/step':>9} {'images/s':>10} {'x baseline':>11} {'(min-max)':>12} "
+        f"{'max|diff|':>10}"
+    )
     for k, ts in times.items():
         med = statistics.median(ts)
         ips = B * N / med / full  # images/s of a full N=`full` projection
@@ -204,8 +235,10 @@ def main() -> None:
             ratio = statistics.median(times[ref_name]) / med
             line += f" {ratio:10.2f}x {min(pair):5.2f}-{max(pair):<5.2f} {diff:10.2e}"
         print(line)
-    print(f"images/s = batch * timed steps / time / {full} (a full N={full} projection); x baseline = ratio of "
-          "median times, (min-max) = ratios within each interleaved repeat; warm-up includes torch.compile")
+    print(
+        f"images/s = batch * timed steps / time / {full} (a full N={full} projection); x baseline = ratio of "
+        "median times, (min-max) = ratios within each interleaved repeat; warm-up includes torch.compile"
+    )
 
 
 if __name__ == "__main__":

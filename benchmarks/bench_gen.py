@@ -30,9 +30,17 @@ def make_sampler(args: argparse.Namespace, precision: str, device: torch.device)
     dtype = torch.float64 if precision == "fp64" else torch.float32
     model = model.to(device=device, dtype=dtype)
     vae = None if pixel else load_vae(args.vae_path, device, dtype)
-    return Sampler(model=model, diffusion=create_diffusion(str(args.steps)), input_size=size,
-                   in_channels=in_channels, num_classes=args.num_classes, device=device,
-                   cfg_scale=args.cfg_scale, vae=vae, precision=precision)
+    return Sampler(
+        model=model,
+        diffusion=create_diffusion(str(args.steps)),
+        input_size=size,
+        in_channels=in_channels,
+        num_classes=args.num_classes,
+        device=device,
+        cfg_scale=args.cfg_scale,
+        vae=vae,
+        precision=precision,
+    )
 
 
 def images_per_second(sampler: Sampler, batch: int, n_images: int) -> float:
@@ -74,9 +82,14 @@ def main() -> None:
     base = images_per_second(make_sampler(args, "fp32", device), 1, args.baseline_images)
     ours = images_per_second(make_sampler(args, args.precision, device), args.batch_size, args.images)
     result = {
-        "model": args.model, "image_size": args.image_size, "pixel_space": args.vae_path is None,
-        "steps": args.steps, "cfg_scale": args.cfg_scale, "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "model": args.model,
+        "image_size": args.image_size,
+        "pixel_space": args.vae_path is None,
+        "steps": args.steps,
+        "cfg_scale": args.cfg_scale,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "baseline": {"precision": "fp32", "batch_size": 1, "images_per_s": round(base, 4)},
         "setting": {"precision": args.precision, "batch_size": args.batch_size, "images_per_s": round(ours, 4)},
         "speedup": round(ours / base, 2),

@@ -20,14 +20,23 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description="ImageNet-C style corruptions of a class-folder image set")
     p.add_argument("src", help="source root: <src>/<class>/<image>")
     p.add_argument("out", help="output root: <out>/<corruption>/<severity>/<class>/<image>")
-    p.add_argument("--corruption", default="all", help="'all' (the 15 of ImageNet-C) or a comma list: "
-                   + ", ".join(CORRUPTIONS))
+    p.add_argument(
+        "--corruption", default="all", help="'all' (the 15 of ImageNet-C) or a comma list: " + ", ".join(CORRUPTIONS)
+    )
     p.add_argument("--severity", default="1,2,3,4,5", help="comma list of severities in 1..5")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="imagenet",
-                   help="imagenet: resize 256 + crop 224 + ImageNet-C parameters (default); "
-                        "cifar: CIFAR-10-C parameters at the native size (32 px images)")
-    p.add_argument("--format", choices=sorted(FORMATS), default=None,
-                   help="jpeg (.JPEG) or png; default: jpeg for imagenet, png for cifar")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="imagenet",
+        help="imagenet: resize 256 + crop 224 + ImageNet-C parameters (default); "
+        "cifar: CIFAR-10-C parameters at the native size (32 px images)",
+    )
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        default=None,
+        help="jpeg (.JPEG) or png; default: jpeg for imagenet, png for cifar",
+    )
     p.add_argument("--quality", type=int, default=JPEG_QUALITY, help="JPEG quality (ImageNet-C: 85)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes")
@@ -38,10 +47,21 @@ def main(argv: list[str] | None = None) -> dict:
         from sda.utils.errors import UserError
 
         raise UserError(f"--severity expects a comma list of integers, got {args.severity!r}") from None
-    counts = build_corrupted_set(args.src, args.out, args.corruption.split(","), sevs, args.profile,
-                                 args.format, args.seed, args.workers, args.quality)
-    print(f"{counts['images']} source images: {counts['written']} files written, "
-          f"{counts['skipped']} already present -> {args.out}")
+    counts = build_corrupted_set(
+        args.src,
+        args.out,
+        args.corruption.split(","),
+        sevs,
+        args.profile,
+        args.format,
+        args.seed,
+        args.workers,
+        args.quality,
+    )
+    print(
+        f"{counts['images']} source images: {counts['written']} files written, "
+        f"{counts['skipped']} already present -> {args.out}"
+    )
     return counts
 
 

@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=1, help="processes")
     args = p.parse_args(argv)
     counts = build_watermarked_set(args.src, args.out, args.format, args.workers, args.quality)
-    print(f"{counts['images']} source images: {counts['written']} written, "
-          f"{counts['skipped']} already present -> {args.out}/val")
+    print(
+        f"{counts['images']} source images: {counts['written']} written, "
+        f"{counts['skipped']} already present -> {args.out}/val"
+    )
     return counts
 
 

@@ -46,29 +46,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("config", help="eval config (configs/eval/<Model>.py)")
     p.add_argument("checkpoint", help="fine-tuned checkpoint (the only model when --originckpt is not given)")
     p.add_argument("--originckpt", default=None, help="original (source) checkpoint; needed by the sda mode")
-    p.add_argument("--data_prefix1", "--data-prefix1", dest="data_prefix1", required=True,
-                   help="raw target root (ImageNet-C or ImageNet-W)")
-    p.add_argument("--data_prefix2", "--data-prefix2", dest="data_prefix2", default=None,
-                   help="projected root (same layout and file names)")
+    p.add_argument(
+        "--data_prefix1",
+        "--data-prefix1",
+        dest="data_prefix1",
+        required=True,
+        help="raw target root (ImageNet-C or ImageNet-W)",
+    )
+    p.add_argument(
+        "--data_prefix2",
+        "--data-prefix2",
+        dest="data_prefix2",
+        default=None,
+        help="projected root (same layout and file names)",
+    )
     p.add_argument("--datatype", default="C", choices=["C", "W"])
     p.add_argument("--corruption", default="all", help="'all', a name or a comma list (datatype C)")
     p.add_argument("--severity", type=_int_list, default=[5], help="5 or a comma list like 1,2,3")
-    p.add_argument("--ensemble", default=None,
-                   help="mode or comma list or 'all' (default: first,second,sum[,sda]): "
-                        + ", ".join(ev.ensemble.MODES))
-    p.add_argument("--single-model", choices=["original", "finetuned"], default="original",
-                   help="model of every mode but sda when --originckpt is given (default: original, as the "
-                        "paper's Source/DDA columns; 'finetuned' = the reference's positional checkpoint)")
+    p.add_argument(
+        "--ensemble",
+        default=None,
+        help="mode or comma list or 'all' (default: first,second,sum[,sda]): " + ", ".join(ev.ensemble.MODES),
+    )
+    p.add_argument(
+        "--single-model",
+        choices=["original", "finetuned"],
+        default="original",
+        help="model of every mode but sda when --originckpt is given (default: original, as the "
+        "paper's Source/DDA columns; 'finetuned' = the reference's positional checkpoint)",
+    )
     p.add_argument("--metrics", nargs="+", default=["accuracy"], help="only 'accuracy' (top-1 and top-5)")
     p.add_argument("--out", default=None, help="results .json; the .md table and .csv are written beside it")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="score the images present in both roots and report the counts")
+    p.add_argument(
+        "--allow-missing", action="store_true", help="score the images present in both roots and report the counts"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--amp", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--launcher", choices=["none", "pytorch"], default="none",
-                   help="'pytorch' under torchrun: data-parallel, exact gathering")
+    p.add_argument(
+        "--launcher",
+        choices=["none", "pytorch"],
+        default="none",
+        help="'pytorch' under torchrun: data-parallel, exact gathering",
+    )
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--allow-pickle", action="store_true", help="load checkpoints with full pickle (trusted files)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value")
@@ -117,8 +138,14 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def _evaluate(args, cfg, modes, single, single_ckpt, with_proj, info: DistInfo) -> dict | None:
     corruptions = [c.strip() for c in args.corruption.split(",") if c.strip()]
-    subsets = ev.build_subsets(args.datatype, args.data_prefix1, args.data_prefix2 if with_proj else None,
-                               corruptions, args.severity, args.allow_missing)
+    subsets = ev.build_subsets(
+        args.datatype,
+        args.data_prefix1,
+        args.data_prefix2 if with_proj else None,
+        corruptions,
+        args.severity,
+        args.allow_missing,
+    )
     from sda.classifiers import head_num_classes
 
     ev.check_num_classes(subsets, head_num_classes(cfg))
@@ -140,8 +167,18 @@ def _evaluate(args, cfg, modes, single, single_ckpt, with_proj, info: DistInfo) 
     indices = shard(range(len(dataset)), info.rank, info.world_size)
     amp_dtype = (torch.float16 if info.device.type == "cuda" else torch.bfloat16) if args.amp else None
     t0 = time.time()
-    part = ev.run_scoring(dataset, indices, models, modes, ev.Normalizer(cfg), info.device, args.batch_size,
-                          args.num_workers, amp_dtype, desc=f"eval {args.datatype} ({len(subsets)} sets)")
+    part = ev.run_scoring(
+        dataset,
+        indices,
+        models,
+        modes,
+        ev.Normalizer(cfg),
+        info.device,
+        args.batch_size,
+        args.num_workers,
+        amp_dtype,
+        desc=f"eval {args.datatype} ({len(subsets)} sets)",
+    )
     parts = all_gather_object(part)
     if info.rank != 0:
         return None
@@ -150,13 +187,22 @@ def _evaluate(args, cfg, modes, single, single_ckpt, with_proj, info: DistInfo) 
     table = ev.markdown_tables(summary, modes, single, args.datatype)
     print(table, flush=True)
     record = {
-        "datatype": args.datatype, "config": args.config, "checkpoint": args.checkpoint,
-        "originckpt": args.originckpt, "single_model": single, "single_model_checkpoint": single_ckpt,
-        "modes": modes, "methods": {m: ev.method_label(m, single) for m in modes},
+        "datatype": args.datatype,
+        "config": args.config,
+        "checkpoint": args.checkpoint,
+        "originckpt": args.originckpt,
+        "single_model": single,
+        "single_model_checkpoint": single_ckpt,
+        "modes": modes,
+        "methods": {m: ev.method_label(m, single) for m in modes},
         "models_per_mode": ev.mode_models(modes, single),
-        "data_prefix1": args.data_prefix1, "data_prefix2": args.data_prefix2 if with_proj else None,
-        "severities": args.severity if args.datatype == "C" else None, "world_size": info.world_size,
-        "amp": bool(args.amp), "images": len(dataset), "seconds": round(time.time() - t0, 2),
+        "data_prefix1": args.data_prefix1,
+        "data_prefix2": args.data_prefix2 if with_proj else None,
+        "severities": args.severity if args.datatype == "C" else None,
+        "world_size": info.world_size,
+        "amp": bool(args.amp),
+        "images": len(dataset),
+        "seconds": round(time.time() - t0, 2),
         **summary,
     }
     if args.out:

@@ -36,8 +36,14 @@ def main() -> None:
     cfg = load_config(args.config)
     model = build_classifier_from_config(cfg, args.checkpoint, device=args.device, allow_pickle=args.allow_pickle)
     seen = adapt_bn_statistics(model, folder_batches(cfg, args.data_root, args.batch_size, torch.device(args.device)))
-    meta = {"bn_adapt": {"source": str(args.checkpoint), "source_sha256": file_sha256(args.checkpoint),
-                         "data_root": str(args.data_root), "images": seen}}
+    meta = {
+        "bn_adapt": {
+            "source": str(args.checkpoint),
+            "source_sha256": file_sha256(args.checkpoint),
+            "data_root": str(args.data_root),
+            "images": seen,
+        }
+    }
     with atomic_write(args.out) as f:
         torch.save({"meta": meta, "state_dict": model.state_dict()}, f)
     print(f"BN statistics re-estimated on {seen} images -> {args.out}")

@@ -29,23 +29,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Fine-tune a classifier (mmpretrain) on a class-folder set.")
     p.add_argument("config", help="config file, or a model name of configs/finetune (e.g. SwinT)")
     p.add_argument("--work-dir", help="logs and per-epoch checkpoints (default work_dirs/<config name>)")
-    p.add_argument("--resume", nargs="?", type=str, const="auto",
-                   help="resume from this checkpoint, or without a value from the latest one in the work dir")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        type=str,
+        const="auto",
+        help="resume from this checkpoint, or without a value from the latest one in the work dir",
+    )
     p.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
     p.add_argument("--no-validate", action="store_true", help="skip validation (the SDA configs have none)")
-    p.add_argument("--auto-scale-lr", action="store_true",
-                   help="scale the lr linearly from the config's base batch (auto_scale_lr) to the actual one")
+    p.add_argument(
+        "--auto-scale-lr",
+        action="store_true",
+        help="scale the lr linearly from the config's base batch (auto_scale_lr) to the actual one",
+    )
     p.add_argument("--no-pin-memory", action="store_true", help="disable pin_memory in the dataloaders")
-    p.add_argument("--no-persistent-workers", action="store_true",
-                   help="disable persistent_workers in the dataloaders")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                   help="override config entries, e.g. load_from=path train_cfg.max_epochs=15")
+    p.add_argument("--no-persistent-workers", action="store_true", help="disable persistent_workers in the dataloaders")
+    p.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        default=None,
+        help="override config entries, e.g. load_from=path train_cfg.max_epochs=15",
+    )
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--data-root", help="class-folder training set (default: the config's data_root)")
     p.add_argument("--final-ckpt", help="where the final weights go (default finetuned_ckpt/<config name>.pth)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="allow arbitrary pickled objects in checkpoints (only for files you trust)")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow arbitrary pickled objects in checkpoints (only for files you trust)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
@@ -117,8 +132,10 @@ def check_inputs(cfg: Any) -> None:
     from sda.classifiers import check_class_folders, head_num_classes
 
     if cfg.get("load_from") and "://" not in str(cfg.load_from) and not Path(cfg.load_from).is_file():
-        raise UserError(f"checkpoint {cfg.load_from} not found; download it with scripts/download_ckpt.sh "
-                        "or set --cfg-options load_from=PATH (load_from=None trains from scratch)")
+        raise UserError(
+            f"checkpoint {cfg.load_from} not found; download it with scripts/download_ckpt.sh "
+            "or set --cfg-options load_from=PATH (load_from=None trains from scratch)"
+        )
     ds = cfg.train_dataloader.dataset
     root = _dataset_root(ds)
     if root is not None and ds.get("type") in ("CustomDataset", "ImageNet"):
@@ -136,9 +153,14 @@ def save_final(runner: Any, cfg: Any, path: Path) -> None:
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     classes = runner.train_dataloader.dataset.metainfo.get("classes")
-    meta = dict(epoch=runner.epoch, iter=runner.iter, mmpretrain_version=mmpretrain.__version__,
-                mmengine_version=mmengine.__version__, config=path.with_suffix(".py").name,
-                dataset_meta=dict(classes=list(classes) if classes is not None else None))
+    meta = dict(
+        epoch=runner.epoch,
+        iter=runner.iter,
+        mmpretrain_version=mmpretrain.__version__,
+        mmengine_version=mmengine.__version__,
+        config=path.with_suffix(".py").name,
+        dataset_meta=dict(classes=list(classes) if classes is not None else None),
+    )
     with atomic_write(path) as f:
         torch.save({"meta": meta, "state_dict": state_dict}, f)
     write_text(path.with_suffix(".py"), cfg.pretty_text)

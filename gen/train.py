@@ -41,8 +41,13 @@ def build_model(args: argparse.Namespace):
         return create_model(**model_kwargs_from_args(args))
     from sda.models.dit import build_dit
 
-    return build_dit(args.model, input_size=args.image_size, in_channels=3, num_classes=args.num_classes,
-                     learn_sigma=args.learn_sigma)
+    return build_dit(
+        args.model,
+        input_size=args.image_size,
+        in_channels=3,
+        num_classes=args.num_classes,
+        learn_sigma=args.learn_sigma,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

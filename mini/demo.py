@@ -35,8 +35,7 @@ def main() -> None:
     args = p.parse_args()
     os.chdir(ROOT)
     seeds = [int(s) for s in args.seeds.split(",")]
-    main_run(seeds, Path(args.out), Path(args.data), Path(args.assets), args.quick, args.threads,
-             args.retrain_sources)
+    main_run(seeds, Path(args.out), Path(args.data), Path(args.assets), args.quick, args.threads, args.retrain_sources)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Prepare the mini benchmark's data: clean digits splits, then their corrupted "-C" sets.
 
-    python mini/prepare_data.py --out data/mini --seed 0                 # train/val/test + val-C/test-C
-    python mini/prepare_data.py --out data/mini --seed 0 --no-corrupt    # clean splits only
+python mini/prepare_data.py --out data/mini --seed 0                 # train/val/test + val-C/test-C
+python mini/prepare_data.py --out data/mini --seed 0 --no-corrupt    # clean splits only
 """
 
 from __future__ import annotations

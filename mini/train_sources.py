@@ -70,15 +70,46 @@ def model_flags(name: str) -> dict[str, Any]:
 def training_commands(data: Path, results: Path, assets: Path) -> dict[str, list[str]]:
     py = sys.executable
     return {
-        "adm_uncond": [py, "align/train.py", "--config", CONFIGS["adm_uncond"], "--data_dir", str(data / "train"),
-                       "--results_dir", str(results / "adm_uncond"), "--export", str(assets / "adm_uncond.pt")],
-        "adm_cond": [py, "gen/train.py", "--model", "ADM", "--config", CONFIGS["adm_cond"],
-                     "--data_dir", str(data / "train"), "--results_dir", str(results / "adm_cond"),
-                     "--export", str(assets / "adm_cond.pt")],
-        "classifier": [py, "finetune/train.py", CLASSIFIER_CONFIG, "--data-root", str(data / "train"),
-                       "--work-dir", str(results / "classifier" / "work"),
-                       "--final-ckpt", str(results / "classifier" / "classifier.pth"), "--no-validate",
-                       "--cfg-options", f"train_cfg.max_epochs={CLASSIFIER_EPOCHS}"],
+        "adm_uncond": [
+            py,
+            "align/train.py",
+            "--config",
+            CONFIGS["adm_uncond"],
+            "--data_dir",
+            str(data / "train"),
+            "--results_dir",
+            str(results / "adm_uncond"),
+            "--export",
+            str(assets / "adm_uncond.pt"),
+        ],
+        "adm_cond": [
+            py,
+            "gen/train.py",
+            "--model",
+            "ADM",
+            "--config",
+            CONFIGS["adm_cond"],
+            "--data_dir",
+            str(data / "train"),
+            "--results_dir",
+            str(results / "adm_cond"),
+            "--export",
+            str(assets / "adm_cond.pt"),
+        ],
+        "classifier": [
+            py,
+            "finetune/train.py",
+            CLASSIFIER_CONFIG,
+            "--data-root",
+            str(data / "train"),
+            "--work-dir",
+            str(results / "classifier" / "work"),
+            "--final-ckpt",
+            str(results / "classifier" / "classifier.pth"),
+            "--no-validate",
+            "--cfg-options",
+            f"train_cfg.max_epochs={CLASSIFIER_EPOCHS}",
+        ],
     }
 
 
@@ -89,8 +120,9 @@ def run_parallel(cmds: dict[str, list[str]], logs: Path) -> dict[str, float]:
     procs, start, seconds = {}, time.time(), {}
     for name, cmd in cmds.items():
         print(f"[train] {name}: {' '.join(cmd[1:])}  (log {logs / (name + '.log')})", flush=True)
-        procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(logs / f"{name}.log", "a"),
-                                       stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=open(logs / f"{name}.log", "a"), stderr=subprocess.STDOUT
+        )
     while procs:
         for name, p in list(procs.items()):
             if p.poll() is not None:
@@ -131,7 +163,7 @@ def classify_folder(model: torch.nn.Module, root: Path, batch: int = 128) -> dic
     labels = np.array([int(f.parent.name) for f in files])
     preds = []
     for i in range(0, len(files), batch):
-        x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files[i:i + batch]])  # (B, H, W, 3)
+        x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files[i : i + batch]])  # (B, H, W, 3)
         logits = classifier_logits(model, torch.from_numpy(x).permute(0, 3, 1, 2))  # (B, classes)
         preds.append(logits.argmax(1).numpy())
     correct = np.concatenate(preds) == labels
@@ -149,23 +181,50 @@ def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
     return dst
 
 
-def gate_synthetic(assets: Path, work: Path, classifier: torch.nn.Module, seed: int = 0,
-                   per_class: int = GATE_IMAGES_PER_CLASS) -> dict[str, Any]:
+def gate_synthetic(
+    assets: Path, work: Path, classifier: torch.nn.Module, seed: int = 0, per_class: int = GATE_IMAGES_PER_CLASS
+) -> dict[str, Any]:
     """(a): sample with gen/sample.py (its pixel-space default, clip_denoised on) and score the raw samples."""
     import sda.generation as generation
 
     flags = model_flags("adm_cond")
     out = work / "synthetic"
-    argv = ["--model", "ADM", "--ckpt", str(assets / "adm_cond.pt"), "--image-size", str(flags["image_size"]),
-            "--num-classes", str(flags["num_classes"]), "--num-sampling-steps", str(GATE_SAMPLING_STEPS),
-            "--images-per-class", str(per_class), "--global-seed", str(seed), "--out-dir", str(out),
-            "--per-proc-batch-size", "100", "--device", "cpu", "--grid-size", "10",
-            *adm_flags("cond")]
+    argv = [
+        "--model",
+        "ADM",
+        "--ckpt",
+        str(assets / "adm_cond.pt"),
+        "--image-size",
+        str(flags["image_size"]),
+        "--num-classes",
+        str(flags["num_classes"]),
+        "--num-sampling-steps",
+        str(GATE_SAMPLING_STEPS),
+        "--images-per-class",
+        str(per_class),
+        "--global-seed",
+        str(seed),
+        "--out-dir",
+        str(out),
+        "--per-proc-batch-size",
+        "100",
+        "--device",
+        "cpu",
+        "--grid-size",
+        "10",
+        *adm_flags("cond"),
+    ]
     t0 = time.time()
     generation.generate(generation.parse_args(argv))
     res = classify_folder(classifier, out)
-    res.update({"seconds": round(time.time() - t0, 1), "sampling_steps": GATE_SAMPLING_STEPS,
-                "images_per_class": per_class, "command": "python gen/sample.py " + " ".join(argv)})
+    res.update(
+        {
+            "seconds": round(time.time() - t0, 1),
+            "sampling_steps": GATE_SAMPLING_STEPS,
+            "images_per_class": per_class,
+            "command": "python gen/sample.py " + " ".join(argv),
+        }
+    )
     res["pass"] = bool(min(res["per_class"].values()) >= 90.0)
     return res
 
@@ -177,8 +236,12 @@ def _projector(assets: Path) -> tuple[Any, Any]:
 
     flags = model_flags("adm_uncond")
     model = load_adm_checkpoint(create_model(**model_kwargs(flags)), assets / "adm_uncond.pt")
-    diffusion = create_diffusion(PROJECTION["timestep_respacing"], noise_schedule=flags["noise_schedule"],
-                                 learn_sigma=flags["learn_sigma"], diffusion_steps=flags["diffusion_steps"])
+    diffusion = create_diffusion(
+        PROJECTION["timestep_respacing"],
+        noise_schedule=flags["noise_schedule"],
+        learn_sigma=flags["learn_sigma"],
+        diffusion_steps=flags["diffusion_steps"],
+    )
     return prepare_model(model, "fp32"), diffusion
 
 
@@ -189,16 +252,38 @@ def gate_projection(assets: Path, data: Path, work: Path, classifier: torch.nn.M
 
     t0 = time.time()
     sub = stratified_subset(data / "val", work / "val_subset", GATE_VAL_PER_CLASS)
-    build_corrupted_set(sub, work / "val_subset-C", corruptions=list(NOISES), severities=[5], profile="cifar",
-                        fmt="png", seed=seed)
+    build_corrupted_set(
+        sub, work / "val_subset-C", corruptions=list(NOISES), severities=[5], profile="cifar", fmt="png", seed=seed
+    )
     model, diffusion = _projector(assets)
     kw = {k: PROJECTION[k] for k in ("N", "D", "scale", "guidance_norm", "batch_size")}
     image_size = model_flags("adm_uncond")["image_size"]
-    project_folder(model, diffusion, base_samples=work / "val_subset-C", save_dir=work / "projected", datatype="C",
-                   image_size=image_size, corruptions=list(NOISES), severities=5, seed=seed, lossless=True,
-                   device="cpu", **kw)
-    project_folder(model, diffusion, base_samples=sub, save_dir=work / "projected", datatype="D",
-                   image_size=image_size, seed=seed, lossless=True, device="cpu", **kw)
+    project_folder(
+        model,
+        diffusion,
+        base_samples=work / "val_subset-C",
+        save_dir=work / "projected",
+        datatype="C",
+        image_size=image_size,
+        corruptions=list(NOISES),
+        severities=5,
+        seed=seed,
+        lossless=True,
+        device="cpu",
+        **kw,
+    )
+    project_folder(
+        model,
+        diffusion,
+        base_samples=sub,
+        save_dir=work / "projected",
+        datatype="D",
+        image_size=image_size,
+        seed=seed,
+        lossless=True,
+        device="cpu",
+        **kw,
+    )
     noise = {}
     for c in NOISES:
         raw = classify_folder(classifier, work / "val_subset-C" / c / "5")["top1"]
@@ -209,11 +294,18 @@ def gate_projection(assets: Path, data: Path, work: Path, classifier: torch.nn.M
     clean = classify_folder(classifier, sub)["top1"]
     clean_proj = classify_folder(classifier, work / "projected" / "DiT-Syn")
     return {
-        "b_noise_val": {**noise, "mean": {"source": mean_raw, "projected": mean_proj},
-                        "pass": bool(mean_proj > mean_raw)},
-        "c_clean_val": {"source": clean, "projected": clean_proj["top1"],
-                        "projected_per_class": clean_proj["per_class"]},
-        "n_per_set": classify_folder(classifier, sub)["n"], "projection": PROJECTION,
+        "b_noise_val": {
+            **noise,
+            "mean": {"source": mean_raw, "projected": mean_proj},
+            "pass": bool(mean_proj > mean_raw),
+        },
+        "c_clean_val": {
+            "source": clean,
+            "projected": clean_proj["top1"],
+            "projected_per_class": clean_proj["per_class"],
+        },
+        "n_per_set": classify_folder(classifier, sub)["n"],
+        "projection": PROJECTION,
         "seconds": round(time.time() - t0, 1),
     }
 
@@ -226,8 +318,14 @@ def versions() -> dict[str, str]:
     import mmpretrain
     import sklearn
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__, "mmpretrain": mmpretrain.__version__, "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "mmpretrain": mmpretrain.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def asset_info(assets: Path) -> dict[str, Any]:
@@ -254,8 +352,11 @@ def model_records(assets: Path) -> dict[str, Any]:
         if (assets / f"{name}.pt").is_file():
             rec["params"] = int(sum(v.numel() for v in safe_load(assets / f"{name}.pt").values()))
         out[f"{name}.pt"] = rec
-    out["classifier.pth"] = {"class": "mmpretrain ImageClassifier, ResNet_CIFAR-18 width 8 "
-                             "(configs/finetune/TinyResNet.py)", "epochs": CLASSIFIER_EPOCHS, "from_scratch": True}
+    out["classifier.pth"] = {
+        "class": "mmpretrain ImageClassifier, ResNet_CIFAR-18 width 8 (configs/finetune/TinyResNet.py)",
+        "epochs": CLASSIFIER_EPOCHS,
+        "from_scratch": True,
+    }
     return out
 
 
@@ -271,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     os.chdir(ROOT)
     from sda.utils.checkpoint import file_sha256
+
     torch.set_num_threads(args.threads)
     data, results, assets = Path(args.data), Path(args.results), Path(args.assets)
     manifest_path = assets / "MANIFEST.json"
@@ -284,17 +386,26 @@ def main(argv: list[str] | None = None) -> None:
         manifest["train_seconds"] = {k: round(v, 1) for k, v in info["seconds"].items()}
         manifest["retrain_sources_seconds"] = round(time.time() - t0, 1)
     split = json.loads((data / "split.json").read_text()) if (data / "split.json").is_file() else {}
-    manifest.update({
-        "description": "mini benchmark source models, trained from scratch on the clean train split only "
-                       "(val chose the settings; test never read)",
-        "data": {"command": f"python mini/prepare_data.py --out {data} --seed {args.seed}", "seed": args.seed,
-                 "dataset": split.get("dataset"), "sizes": split.get("sizes"), "counts": split.get("counts"),
-                 "split_sha256": file_sha256(data / "split.json") if split else None},
-        "configs": {**CONFIGS, "classifier": CLASSIFIER_CONFIG},
-        "commands": {**{k: " ".join(["python", *v[1:]]) for k, v in training_commands(data, results, assets).items()},
-                     "export_note": "--export writes the EMA weights of the final step as a plain state dict"},
-        "retrain_command": "python mini/train_sources.py",
-    })
+    manifest.update(
+        {
+            "description": "mini benchmark source models, trained from scratch on the clean train split only "
+            "(val chose the settings; test never read)",
+            "data": {
+                "command": f"python mini/prepare_data.py --out {data} --seed {args.seed}",
+                "seed": args.seed,
+                "dataset": split.get("dataset"),
+                "sizes": split.get("sizes"),
+                "counts": split.get("counts"),
+                "split_sha256": file_sha256(data / "split.json") if split else None,
+            },
+            "configs": {**CONFIGS, "classifier": CLASSIFIER_CONFIG},
+            "commands": {
+                **{k: " ".join(["python", *v[1:]]) for k, v in training_commands(data, results, assets).items()},
+                "export_note": "--export writes the EMA weights of the final step as a plain state dict",
+            },
+            "retrain_command": "python mini/train_sources.py",
+        }
+    )
     manifest["versions"] = versions()
     manifest["assets"] = asset_info(assets)
     manifest["models"] = model_records(assets)
@@ -307,10 +418,14 @@ def main(argv: list[str] | None = None) -> None:
         gates["clean_val_accuracy"] = classify_folder(classifier, data / "val")["top1"]
         manifest["gates"] = gates
         a, b = gates["a_synthetic"], gates["b_noise_val"]
-        print(f"gate a: classifier on raw samples {a['top1']}% (min class {min(a['per_class'].values())}%) "
-              f"-> {'PASS' if a['pass'] else 'FAIL'}")
-        print(f"gate b: noisy val {b['mean']['source']}% -> projected {b['mean']['projected']}% "
-              f"-> {'PASS' if b['pass'] else 'FAIL'}")
+        print(
+            f"gate a: classifier on raw samples {a['top1']}% (min class {min(a['per_class'].values())}%) "
+            f"-> {'PASS' if a['pass'] else 'FAIL'}"
+        )
+        print(
+            f"gate b: noisy val {b['mean']['source']}% -> projected {b['mean']['projected']}% "
+            f"-> {'PASS' if b['pass'] else 'FAIL'}"
+        )
         print(f"gate c: clean val {gates['c_clean_val']['source']}% -> projected {gates['c_clean_val']['projected']}%")
     write_json(manifest_path, manifest)
     print(f"wrote {manifest_path} ({time.time() - t0:.0f} s)")

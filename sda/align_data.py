@@ -36,8 +36,21 @@ from sda.utils.seed import image_seed, make_generator
 DATATYPES = ("D", "C", "W")
 SYN_ROOTS = {"D": "DiT-Syn", "C": "ImageNet-C-Syn", "W": "ImageNet-W-Syn"}
 CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 MANIFEST = "align_manifest.json"
 # Settings that change the projected pixels: a resumed run must not mix them.
@@ -70,7 +83,7 @@ class Job:
 
 
 def parse_corruptions(value: str | Sequence[str] | None) -> list[str]:
-    """"all" -> the 15 ImageNet-C corruptions; "a,b" -> [a, b]."""
+    """ "all" -> the 15 ImageNet-C corruptions; "a,b" -> [a, b]."""
     if value is None or value == "" or value == []:
         raise UserError("datatype C needs --corruption NAME (or a comma list, or 'all')")
     names = value.split(",") if isinstance(value, str) else list(value)
@@ -94,8 +107,13 @@ def parse_severities(value: str | int | Sequence[int]) -> list[int]:
     return values
 
 
-def image_sets(base_samples: str | os.PathLike, save_dir: str | os.PathLike, datatype: str,
-               corruptions: Sequence[str] = (), severities: Sequence[int] = (5,)) -> list[ImageSet]:
+def image_sets(
+    base_samples: str | os.PathLike,
+    save_dir: str | os.PathLike,
+    datatype: str,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (5,),
+) -> list[ImageSet]:
     """The input/output folder pairs of a run; a missing input folder is a UserError naming the layout."""
     base, out_root = Path(base_samples), Path(save_dir) / SYN_ROOTS.get(datatype, "")
     if datatype not in DATATYPES:
@@ -107,18 +125,24 @@ def image_sets(base_samples: str | os.PathLike, save_dir: str | os.PathLike, dat
     elif datatype == "W":
         sets = [ImageSet("val", base / "val", out_root / "val", "val")]
     else:
-        sets = [ImageSet(f"{c}/{s}", base / c / str(s), out_root / c / str(s), f"{c}/{s}")
-                for c in corruptions for s in severities]
+        sets = [
+            ImageSet(f"{c}/{s}", base / c / str(s), out_root / c / str(s), f"{c}/{s}")
+            for c in corruptions
+            for s in severities
+        ]
     for s in sets:
         if not s.in_dir.is_dir():
             hint = ""
             if datatype == "C" and any(p.is_dir() for p in base.iterdir() if p.name.startswith("n")):
                 hint = " (--base_samples looks like one severity folder; pass the ImageNet-C root)"
-            raise UserError(f"input folder {s.in_dir} not found: datatype {datatype} expects "
-                            f"{PATTERNS[datatype]}{hint}")
+            raise UserError(
+                f"input folder {s.in_dir} not found: datatype {datatype} expects {PATTERNS[datatype]}{hint}"
+            )
         if s.in_dir.resolve() == s.out_dir.resolve():
-            raise UserError(f"input and output folder are both {s.in_dir}: the projections would replace "
-                            f"the inputs; point --save_dir elsewhere (outputs go to <save_dir>/{SYN_ROOTS[datatype]})")
+            raise UserError(
+                f"input and output folder are both {s.in_dir}: the projections would replace "
+                f"the inputs; point --save_dir elsewhere (outputs go to <save_dir>/{SYN_ROOTS[datatype]})"
+            )
     return sets
 
 
@@ -127,8 +151,11 @@ def list_set(s: ImageSet) -> list[str]:
     exts = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
     rels = []
     for folder in sorted(p for p in s.in_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        rels += [f"{folder.name}/{f.name}" for f in sorted(folder.iterdir())
-                 if f.is_file() and f.name.lower().endswith(exts) and not f.name.startswith(".")]
+        rels += [
+            f"{folder.name}/{f.name}"
+            for f in sorted(folder.iterdir())
+            if f.is_file() and f.name.lower().endswith(exts) and not f.name.startswith(".")
+        ]
     return rels
 
 
@@ -137,15 +164,16 @@ def output_name(rel: str, lossless: bool) -> str:
     return str(Path(rel).with_suffix(".png")) if lossless else rel
 
 
-def discover_jobs(sets: Sequence[ImageSet], lossless: bool = False,
-                  num_samples: int | None = None) -> list[Job]:
+def discover_jobs(sets: Sequence[ImageSet], lossless: bool = False, num_samples: int | None = None) -> list[Job]:
     """All jobs of the sets in sorted order; ``num_samples`` caps each set (the first ones in order)."""
     jobs: list[Job] = []
     for s in sets:
         rels = list_set(s)
         if not rels:
-            raise UserError(f"no images in {s.in_dir}: expected <folder>/<image> files below it "
-                            f"(layout {s.in_dir}/<wnid or class>/<image>)")
+            raise UserError(
+                f"no images in {s.in_dir}: expected <folder>/<image> files below it "
+                f"(layout {s.in_dir}/<wnid or class>/<image>)"
+            )
         if num_samples is not None:
             rels = rels[:num_samples]
         for rel in rels:
@@ -170,7 +198,7 @@ def center_crop_arr(img: Image.Image, image_size: int) -> np.ndarray:
     arr = np.array(img)  # (H, W, 3)
     top = (arr.shape[0] - image_size) // 2
     left = (arr.shape[1] - image_size) // 2
-    return arr[top:top + image_size, left:left + image_size]
+    return arr[top : top + image_size, left : left + image_size]
 
 
 def load_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
@@ -191,7 +219,7 @@ def make_grid(rows: Sequence[torch.Tensor], pad: int = 2) -> Image.Image:
     for r, batch in enumerate(rows):
         for b in range(B):
             y, x = pad + r * (H + pad), pad + b * (W + pad)
-            canvas[:, y:y + H, x:x + W] = batch[b].detach().float().cpu()
+            canvas[:, y : y + H, x : x + W] = batch[b].detach().float().cpu()
     return to_pil(canvas)
 
 
@@ -209,24 +237,33 @@ def _check_manifest(out_dir: Path, settings: dict[str, Any]) -> None:
     changed = [k for k in RESULT_KEYS if k in old and k in settings and old[k] != settings[k]]
     if changed:
         what = ", ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in changed)
-        raise UserError(f"{out_dir} holds outputs made with other settings ({what}); "
-                        "use another --save_dir or delete that folder")
+        raise UserError(
+            f"{out_dir} holds outputs made with other settings ({what}); use another --save_dir or delete that folder"
+        )
 
 
-def _write_manifests(sets: Sequence[ImageSet], jobs: Sequence[Job], settings: dict[str, Any],
-                     complete: bool, projected: int | None = None) -> None:
+def _write_manifests(
+    sets: Sequence[ImageSet],
+    jobs: Sequence[Job],
+    settings: dict[str, Any],
+    complete: bool,
+    projected: int | None = None,
+) -> None:
     for s in sets:
         mine = [j for j in jobs if j.out.parent.parent == s.out_dir]
         done = sum(j.out.exists() for j in mine)
-        write_json(s.out_dir / MANIFEST, {
-            "stage": "align",
-            "input": str(s.in_dir),
-            "settings": settings,
-            "images": len(mine),
-            "written": done,
-            "complete": complete and done == len(mine),
-            **({"projected_this_run": projected} if projected is not None else {}),
-        })
+        write_json(
+            s.out_dir / MANIFEST,
+            {
+                "stage": "align",
+                "input": str(s.in_dir),
+                "settings": settings,
+                "images": len(mine),
+                "written": done,
+                "complete": complete and done == len(mine),
+                **({"projected_this_run": projected} if projected is not None else {}),
+            },
+        )
 
 
 def _load_batch(jobs: Sequence[Job], image_size: int) -> torch.Tensor:
@@ -262,9 +299,8 @@ def run_jobs(
     number of images written.
     """
     device = torch.device(device)
-    lpf = LowPass(image_size, image_size, D, device) if lowpass == "matrix" else (
-        lambda x: lowpass_resize_right(x, D))
-    batches = [list(jobs[i:i + batch_size]) for i in range(0, len(jobs), batch_size)]
+    lpf = LowPass(image_size, image_size, D, device) if lowpass == "matrix" else (lambda x: lowpass_resize_right(x, D))
+    batches = [list(jobs[i : i + batch_size]) for i in range(0, len(jobs), batch_size)]
     written = 0
     with futures.ThreadPoolExecutor(max_workers=2) as pool, progress(total=len(jobs), desc=desc) as bar:
         next_load = pool.submit(_load_batch, batches[0], image_size) if batches else None
@@ -274,8 +310,18 @@ def run_jobs(
             if b + 1 < len(batches):
                 next_load = pool.submit(_load_batch, batches[b + 1], image_size)
             gens = [make_generator(image_seed(seed, j.key)) for j in batch]
-            x = project(model, diffusion, ref, N=N, D=D, scale=scale, guidance_norm=guidance_norm,
-                        generator=gens, lowpass=lpf, clip_denoised=clip_denoised)  # (B, 3, S, S)
+            x = project(
+                model,
+                diffusion,
+                ref,
+                N=N,
+                D=D,
+                scale=scale,
+                guidance_norm=guidance_norm,
+                generator=gens,
+                lowpass=lpf,
+                clip_denoised=clip_denoised,
+            )  # (B, 3, S, S)
             x = x.cpu()
             if grid is not None and b == 0:
                 with torch.no_grad():
@@ -333,8 +379,9 @@ def project_folder(
     except ValueError as e:
         raise UserError(f"--D {D} with --image_size {image_size}: {e}") from None
     if not 0 < N <= diffusion.num_timesteps:
-        raise UserError(f"--N {N} must be in [1, {diffusion.num_timesteps}] (the respaced steps of "
-                        "--timestep_respacing)")
+        raise UserError(
+            f"--N {N} must be in [1, {diffusion.num_timesteps}] (the respaced steps of --timestep_respacing)"
+        )
     if torch.distributed.is_initialized():
         rank = torch.distributed.get_rank() if rank is None else rank
         world_size = torch.distributed.get_world_size() if world_size is None else world_size
@@ -344,9 +391,18 @@ def project_folder(
     corr = parse_corruptions(corruptions) if datatype == "C" else []
     sevs = parse_severities(severities) if datatype == "C" else []
     sets = image_sets(base_samples, save_dir, datatype, corr, sevs)
-    settings = {"N": N, "D": D, "scale": scale, "guidance_norm": guidance_norm, "image_size": image_size,
-                "seed": seed, "batch_size": batch_size, "world_size": world_size, "lossless": lossless,
-                **(settings or {})}
+    settings = {
+        "N": N,
+        "D": D,
+        "scale": scale,
+        "guidance_norm": guidance_norm,
+        "image_size": image_size,
+        "seed": seed,
+        "batch_size": batch_size,
+        "world_size": world_size,
+        "lossless": lossless,
+        **(settings or {}),
+    }
 
     # With a process group, rank 0 lists the pending inputs before anyone writes and every rank
     # shards that same list. Ranks without a group (separate jobs sharing a folder) cannot agree on a
@@ -374,15 +430,35 @@ def project_folder(
         all_jobs, pending = plan if plan is not None else (discover_jobs(sets, lossless, num_samples), None)
         pending = pending_jobs(all_jobs) if pending is None else pending
         mine = pending_jobs(dist.shard(all_jobs, rank, world_size))
-    log(f"align: {len(all_jobs)} images in {len(sets)} set(s), {len(all_jobs) - len(pending)} already done, "
-        f"{len(pending)} to project on {world_size} process(es)")
-    written = run_jobs(model, diffusion, mine, image_size=image_size, batch_size=batch_size, N=N, D=D,
-                       scale=scale, guidance_norm=guidance_norm, seed=seed, device=device, lowpass=lowpass,
-                       clip_denoised=clip_denoised,
-                       grid=grid if rank == 0 else None, desc=f"align {datatype}")
+    log(
+        f"align: {len(all_jobs)} images in {len(sets)} set(s), {len(all_jobs) - len(pending)} already done, "
+        f"{len(pending)} to project on {world_size} process(es)"
+    )
+    written = run_jobs(
+        model,
+        diffusion,
+        mine,
+        image_size=image_size,
+        batch_size=batch_size,
+        N=N,
+        D=D,
+        scale=scale,
+        guidance_norm=guidance_norm,
+        seed=seed,
+        device=device,
+        lowpass=lowpass,
+        clip_denoised=clip_denoised,
+        grid=grid if rank == 0 else None,
+        desc=f"align {datatype}",
+    )
     counts = dist.all_gather_object(written) if torch.distributed.is_initialized() else [written]
     dist.barrier()
     if rank == 0:
         _write_manifests(sets, all_jobs, settings, complete=True, projected=sum(counts))
-    return {"images": len(all_jobs), "skipped": len(all_jobs) - len(pending), "written": written,
-            "sets": [s.name for s in sets], "out_dirs": [str(s.out_dir) for s in sets]}
+    return {
+        "images": len(all_jobs),
+        "skipped": len(all_jobs) - len(pending),
+        "written": written,
+        "sets": [s.name for s in sets],
+        "out_dirs": [str(s.out_dir) for s in sets],
+    }

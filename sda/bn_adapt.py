@@ -63,5 +63,5 @@ def folder_batches(cfg: Any, root: str | os.PathLike, batch_size: int, device: t
         raise UserError(f"no images under {root}; expected <class>/<image> files")
     for i in range(0, len(files), batch_size):
         # the same loading as evaluation: the config's pipeline from the file path
-        xs = [pipeline({"img_path": os.path.join(root, rel)})["inputs"] for rel in files[i:i + batch_size]]
+        xs = [pipeline({"img_path": os.path.join(root, rel)})["inputs"] for rel in files[i : i + batch_size]]
         yield norm(torch.stack(xs).to(device))  # (N, 3, H, W)

@@ -97,7 +97,7 @@ def head_num_classes(cfg: Any) -> int | None:
 # mmcls v0 checkpoints
 # ---------------------------------------------------------------------------------------------
 def detect_arch(sd: Mapping[str, Any]) -> str | None:
-    """"swin", "convnext" or "resnet" from a state dict's key names (None if none of these)."""
+    """ "swin", "convnext" or "resnet" from a state dict's key names (None if none of these)."""
     keys = list(sd)
     if any(".attn.w_msa." in k for k in keys):
         return "swin"
@@ -208,8 +208,12 @@ def _plain_message_hub(hub: dict) -> dict:
     scalars = {}
     for key, buf in hub.get("log_scalars", {}).items():
         if hasattr(buf, "_log_history"):
-            buf = {_BUFFER_TAG: True, "log_history": buf._log_history, "count_history": buf._count_history,
-                   "max_length": buf.max_length}
+            buf = {
+                _BUFFER_TAG: True,
+                "log_history": buf._log_history,
+                "count_history": buf._count_history,
+                "max_length": buf.max_length,
+            }
         scalars[key] = buf
     return {**hub, "log_scalars": scalars}
 
@@ -262,8 +266,10 @@ def class_folders(root: str | os.PathLike) -> list[str]:
     """The class folders under ``root`` in label order (sorted names, as mmpretrain's CustomDataset)."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data folder {root} not found; generate and align the synthetic set first "
-                        "or point --data-root at a class-folder set")
+        raise UserError(
+            f"data folder {root} not found; generate and align the synthetic set first "
+            "or point --data-root at a class-folder set"
+        )
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 

@@ -42,10 +42,21 @@ from sda.utils.io import list_images, load_rgb, save_image
 from sda.utils.seed import image_seed
 
 CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog",
-    "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
 JPEG_QUALITY = 85  # ImageNet-C: Image.save(path, quality=85, optimize=True)
@@ -61,16 +72,21 @@ _IMAGENET = {
     "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
     "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
     "zoom_blur": [(1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)],
-    "snow": [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
-             (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
-             (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)],
+    "snow": [
+        (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+    ],
     "frost": [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
     "fog": [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
     "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
     "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
-    "elastic_transform": [tuple(244 * v for v in c) for c in
-                          [(2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02),
-                           (0.07, 0.01, 0.02), (0.12, 0.01, 0.02)]],
+    "elastic_transform": [
+        tuple(244 * v for v in c)
+        for c in [(2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02)]
+    ],
     "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
     "jpeg_compression": [25, 18, 15, 10, 7],
 }
@@ -82,16 +98,21 @@ _CIFAR = {
     "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
     "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
     "zoom_blur": [(1.06, 0.01), (1.11, 0.01), (1.16, 0.01), (1.21, 0.01), (1.26, 0.01)],
-    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
-             (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
-             (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "snow": [
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ],
     "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
     "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
     "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
     "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
-    "elastic_transform": [tuple(32 * v for v in c) for c in
-                          [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06),
-                           (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)]],
+    "elastic_transform": [
+        tuple(32 * v for v in c)
+        for c in [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)]
+    ],
     "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
     "jpeg_compression": [80, 65, 58, 50, 40],
 }
@@ -147,9 +168,9 @@ def _clipped_zoom(img: np.ndarray, zoom: float) -> np.ndarray:
     h, w = img.shape[:2]
     ch, cw = int(np.ceil(h / zoom)), int(np.ceil(w / zoom))
     top, left = (h - ch) // 2, (w - cw) // 2
-    out = scizoom(img[top:top + ch, left:left + cw], (zoom, zoom, 1), order=1)
+    out = scizoom(img[top : top + ch, left : left + cw], (zoom, zoom, 1), order=1)
     tt, tl = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
-    return out[tt:tt + h, tl:tl + w]
+    return out[tt : tt + h, tl : tl + w]
 
 
 def _motion_blur(x: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
@@ -274,7 +295,7 @@ def _frost(x, c, rng, scale: float = 1.0):
         f = max((h + 1) / tex.shape[0], (w + 1) / tex.shape[1])
         tex = cv2.resize(tex, (math.ceil(tex.shape[1] * f), math.ceil(tex.shape[0] * f)))
     top, left = rng.randint(0, tex.shape[0] - h), rng.randint(0, tex.shape[1] - w)
-    return np.clip(c[0] * x + c[1] * tex[top:top + h, left:left + w], 0, 255)
+    return np.clip(c[0] * x + c[1] * tex[top : top + h, left : left + w], 0, 255)
 
 
 def _fog(x, c, rng):
@@ -317,8 +338,10 @@ def _elastic_transform(x, c, rng):
     dy = (gaussian(rng.uniform(-1, 1, size=(h, w)), c[1], mode="reflect", truncate=3) * c[0]).astype(np.float32)
     gx, gy = np.meshgrid(np.arange(w), np.arange(h))
     coords = np.stack([(gy + dy).ravel(), (gx + dx).ravel()])  # (2, H*W)
-    out = np.stack([map_coordinates(image[..., k], coords, order=1, mode="reflect").reshape(h, w)
-                    for k in range(image.shape[2])], axis=-1)
+    out = np.stack(
+        [map_coordinates(image[..., k], coords, order=1, mode="reflect").reshape(h, w) for k in range(image.shape[2])],
+        axis=-1,
+    )
     return np.clip(out, 0, 1) * 255
 
 
@@ -337,10 +360,20 @@ def _jpeg_compression(x, c, rng):
 
 
 _FUNCS = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
-    "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur_corruption,
-    "zoom_blur": _zoom_blur, "snow": _snow, "frost": _frost, "fog": _fog, "brightness": _brightness,
-    "contrast": _contrast, "elastic_transform": _elastic_transform, "pixelate": _pixelate,
+    "gaussian_noise": _gaussian_noise,
+    "shot_noise": _shot_noise,
+    "impulse_noise": _impulse_noise,
+    "defocus_blur": _defocus_blur,
+    "glass_blur": _glass_blur,
+    "motion_blur": _motion_blur_corruption,
+    "zoom_blur": _zoom_blur,
+    "snow": _snow,
+    "frost": _frost,
+    "fog": _fog,
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "elastic_transform": _elastic_transform,
+    "pixelate": _pixelate,
     "jpeg_compression": _jpeg_compression,
 }
 
@@ -441,10 +474,17 @@ def _check_class_folders(src_root: Path, rels: list[str]) -> None:
         raise UserError(f"{src_root / flat[0]} is not inside a class folder; expected <root>/<class>/<image>")
 
 
-def build_corrupted_set(src_root: str | os.PathLike, out_root: str | os.PathLike,
-                        corruptions: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES,
-                        profile: str = "imagenet", fmt: str | None = None, seed: int = 0,
-                        workers: int = 1, quality: int = JPEG_QUALITY) -> dict[str, int]:
+def build_corrupted_set(
+    src_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    severities: Sequence[int] = SEVERITIES,
+    profile: str = "imagenet",
+    fmt: str | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    quality: int = JPEG_QUALITY,
+) -> dict[str, int]:
     """Write ``<out>/<corruption>/<severity>/<class>/<stem>.<ext>`` for every image of a class-folder set.
 
     Resumable (existing outputs are kept) and atomic (each file is complete or absent). ``fmt``:
@@ -465,8 +505,7 @@ def build_corrupted_set(src_root: str | os.PathLike, out_root: str | os.PathLike
     jobs, total, skipped = [], 0, 0
     for rel in rels:
         out_rel = _out_name(rel, FORMATS[fmt])
-        todo = [(n, s, out_rel) for n in names for s in sevs
-                if not (out_root / n / str(s) / out_rel).exists()]
+        todo = [(n, s, out_rel) for n in names for s in sevs if not (out_root / n / str(s) / out_rel).exists()]
         skipped += len(names) * len(sevs) - len(todo)
         if todo:
             jobs.append((str(src_root), rel, todo, str(out_root), profile, fmt, quality, seed))
@@ -494,8 +533,9 @@ def add_watermark(img: Image.Image) -> Image.Image:
     return _watermarker(img.size[0])(img)
 
 
-def build_watermarked_set(src_root: str | os.PathLike, out_root: str | os.PathLike, fmt: str = "jpeg",
-                          workers: int = 1, quality: int = 95) -> dict[str, int]:
+def build_watermarked_set(
+    src_root: str | os.PathLike, out_root: str | os.PathLike, fmt: str = "jpeg", workers: int = 1, quality: int = 95
+) -> dict[str, int]:
     """Write ImageNet-W ``<out>/val/<class>/<stem>.<ext>``: resize 256, center crop 224, watermark.
 
     Resumable and atomic like ``build_corrupted_set``.

@@ -71,7 +71,7 @@ def center_crop_arr(img: Image.Image, image_size: int) -> np.ndarray:
     img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
     arr = np.asarray(img)
     top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
-    return arr[top:top + image_size, left:left + image_size]
+    return arr[top : top + image_size, left : left + image_size]
 
 
 def load_class_folder(root: str | os.PathLike, image_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -139,19 +139,26 @@ def batch_at(step: int, n: int, s: TrainSettings) -> torch.Tensor:
     per_epoch = max(n // s.batch_size, 1)
     epoch, pos = divmod(step, per_epoch)
     perm = torch.randperm(n, generator=make_generator(image_seed(s.seed, "epoch", epoch)))  # (n,)
-    return perm[pos * s.batch_size:(pos + 1) * s.batch_size]  # (B,)
+    return perm[pos * s.batch_size : (pos + 1) * s.batch_size]  # (B,)
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
-                    args: argparse.Namespace, step: int) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    ema: nn.Module,
+    opt: torch.optim.Optimizer,
+    args: argparse.Namespace,
+    step: int,
+) -> None:
     """Write a DiT-format training checkpoint atomically."""
     obj = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "args": args, "step": step}
     with atomic_write(path) as f:
         torch.save(obj, f)
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module, ema: nn.Module,
-                    opt: torch.optim.Optimizer | None = None) -> int:
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer | None = None
+) -> int:
     """Restore model / EMA / optimizer from a training checkpoint; returns the step to continue from."""
     ckpt = safe_load(path)
     missing = [k for k in ("model", "ema", "opt") if k not in ckpt]
@@ -237,8 +244,13 @@ def train(
         if step % s.ckpt_every == 0 or step == s.steps:
             ckpt = Path(ckpt_dir) / f"{step:07d}.pt"
             save_checkpoint(ckpt, model, ema, opt, args, step)
-    return {"step": step, "loss": last_loss, "seconds": time.time() - start,
-            "checkpoint": None if ckpt is None else str(ckpt), "ema": ema}
+    return {
+        "step": step,
+        "loss": last_loss,
+        "seconds": time.time() - start,
+        "checkpoint": None if ckpt is None else str(ckpt),
+        "ema": ema,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,10 +282,18 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diffusion_steps", type=int, default=1000)
     parser.add_argument("--noise_schedule", default="linear")
     parser.add_argument("--rescale_learned_sigmas", type=_bool, default=False)
-    parser.add_argument("--predict_xstart", type=_bool, default=False,
-                        help="the model predicts x0 instead of the noise (guided-diffusion's flag)")
-    parser.add_argument("--predict_v", type=_bool, default=False,
-                        help="the model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (not in guided-diffusion)")
+    parser.add_argument(
+        "--predict_xstart",
+        type=_bool,
+        default=False,
+        help="the model predicts x0 instead of the noise (guided-diffusion's flag)",
+    )
+    parser.add_argument(
+        "--predict_v",
+        type=_bool,
+        default=False,
+        help="the model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (not in guided-diffusion)",
+    )
     parser.add_argument("--steps", type=int, default=1000, help="total optimisation steps (resume continues to it)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -313,13 +333,23 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                         warmup=args.warmup, decay_steps=args.decay_steps, ema_decay=args.ema_rate, seed=args.seed,
-                         ckpt_every=args.ckpt_every, log_every=args.log_every)
+    return TrainSettings(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        decay_steps=args.decay_steps,
+        ema_decay=args.ema_rate,
+        seed=args.seed,
+        ckpt_every=args.ckpt_every,
+        log_every=args.log_every,
+    )
 
 
-def run_training(args: argparse.Namespace, build_model: Callable[[], nn.Module], class_cond: bool,
-                 learn_sigma: bool) -> dict[str, Any]:
+def run_training(
+    args: argparse.Namespace, build_model: Callable[[], nn.Module], class_cond: bool, learn_sigma: bool
+) -> dict[str, Any]:
     """Seed, build the model, load ``--data_dir``, train to ``--steps``, optionally export the EMA weights.
 
     The model is built after ``torch.manual_seed(--seed)``, so its initial weights, like every later
@@ -335,16 +365,30 @@ def run_training(args: argparse.Namespace, build_model: Callable[[], nn.Module],
     model = build_model()
     device = init_distributed(args.device).device
     x, y, classes = load_class_folder(args.data_dir, args.image_size)
-    print(f"{len(x)} training images in {len(classes)} classes from {args.data_dir}; "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters")
-    diffusion = create_diffusion("", noise_schedule=args.noise_schedule, learn_sigma=learn_sigma,
-                                 rescale_learned_sigmas=args.rescale_learned_sigmas,
-                                 predict_xstart=args.predict_xstart, predict_v=args.predict_v,
-                                 diffusion_steps=args.diffusion_steps)
+    print(
+        f"{len(x)} training images in {len(classes)} classes from {args.data_dir}; "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters"
+    )
+    diffusion = create_diffusion(
+        "",
+        noise_schedule=args.noise_schedule,
+        learn_sigma=learn_sigma,
+        rescale_learned_sigmas=args.rescale_learned_sigmas,
+        predict_xstart=args.predict_xstart,
+        predict_v=args.predict_v,
+        diffusion_steps=args.diffusion_steps,
+    )
     results = Path(args.results_dir)
     write_json(results / "args.json", vars(args))  # the resolved settings next to the results
-    out = train(model.to(device), diffusion, x, y if class_cond else None, settings_from_args(args),
-                results / "checkpoints", args)
+    out = train(
+        model.to(device),
+        diffusion,
+        x,
+        y if class_cond else None,
+        settings_from_args(args),
+        results / "checkpoints",
+        args,
+    )
     if args.export and out["checkpoint"] is not None:
         export_ema(out["checkpoint"], args.export)
         print(f"wrote EMA weights of step {out['step']} to {args.export}")

@@ -87,8 +87,9 @@ def pair_images(raw_dir: Path, proj_dir: Path | None, allow_missing: bool = Fals
             parts.append(f"{len(missing)} raw images have no projection in {proj_dir} (e.g. {_few(missing)})")
         if extra:
             parts.append(f"{len(extra)} projected images have no raw image in {raw_dir} (e.g. {_few(extra)})")
-        raise UserError("; ".join(parts) + "; finish the projection or pass --allow-missing to score the "
-                        "images present in both")
+        raise UserError(
+            "; ".join(parts) + "; finish the projection or pass --allow-missing to score the images present in both"
+        )
     paired = [r for r in raw if r in proj_set]
     if not paired:
         raise UserError(f"no image of {raw_dir} has a projection in {proj_dir}; check --data_prefix2")
@@ -96,9 +97,14 @@ def pair_images(raw_dir: Path, proj_dir: Path | None, allow_missing: bool = Fals
     return paired, counts
 
 
-def build_subsets(datatype: str, raw_root: str | Path, proj_root: str | Path | None,
-                  corruptions: Sequence[str] = ("all",), severities: Sequence[int] = (5,),
-                  allow_missing: bool = False) -> list[SubsetPairs]:
+def build_subsets(
+    datatype: str,
+    raw_root: str | Path,
+    proj_root: str | Path | None,
+    corruptions: Sequence[str] = ("all",),
+    severities: Sequence[int] = (5,),
+    allow_missing: bool = False,
+) -> list[SubsetPairs]:
     """Subsets of a C or W layout with their paired images, in table order."""
     raw_root = Path(raw_root)
     proj_root = Path(proj_root) if proj_root is not None else None
@@ -249,8 +255,14 @@ def _label_rank(scores: Tensor, labels: Tensor, k: int) -> Tensor:
 
 
 @torch.no_grad()
-def score_batch(models: EvalModels, modes: Sequence[str], x1: Tensor, x2: Tensor | None,
-                labels: Tensor, amp_dtype: torch.dtype | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+def score_batch(
+    models: EvalModels,
+    modes: Sequence[str],
+    x1: Tensor,
+    x2: Tensor | None,
+    labels: Tensor,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, tuple[Tensor, Tensor]]:
     """Scores of every mode for one batch of normalized images x1 (raw) and x2 (projected).
 
     Returns {mode: (top-1 prediction (N,), rank of the label in the top-5 (N,))}.
@@ -283,16 +295,30 @@ def score_batch(models: EvalModels, modes: Sequence[str], x1: Tensor, x2: Tensor
     return out
 
 
-def run_scoring(dataset: PairedImages, indices: Sequence[int], models: EvalModels, modes: Sequence[str],
-                normalizer: Normalizer, device: torch.device, batch_size: int = 64, num_workers: int = 4,
-                amp_dtype: torch.dtype | None = None, desc: str = "eval") -> dict[str, np.ndarray]:
+def run_scoring(
+    dataset: PairedImages,
+    indices: Sequence[int],
+    models: EvalModels,
+    modes: Sequence[str],
+    normalizer: Normalizer,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 4,
+    amp_dtype: torch.dtype | None = None,
+    desc: str = "eval",
+) -> dict[str, np.ndarray]:
     """Score ``dataset[indices]``; returns arrays "index", "label" and per mode "pred/<m>", "rank/<m>"."""
     from torch.utils.data import Subset
 
     from sda.utils.progress import progress
 
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        Subset(dataset, list(indices)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     idx_parts, pred_parts, rank_parts = [], {m: [] for m in modes}, {m: [] for m in modes}
     bar = progress(total=len(indices), desc=desc)
     for idx, raw, proj in loader:
@@ -325,16 +351,16 @@ def merge_parts(parts: Sequence[dict[str, np.ndarray]], total: int) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- summaries
-def summarize(subsets: Sequence[SubsetPairs], dataset: PairedImages, merged: dict[str, np.ndarray],
-              modes: Sequence[str]) -> dict[str, Any]:
+def summarize(
+    subsets: Sequence[SubsetPairs], dataset: PairedImages, merged: dict[str, np.ndarray], modes: Sequence[str]
+) -> dict[str, Any]:
     """Per-subset top-1/top-5 accuracy (%) of every mode and the mean over corruptions per severity."""
     subset_of = np.array([si for si, _ in dataset.items], dtype=np.int64)[merged["index"]]
     results: dict[str, Any] = {}
     for si, s in enumerate(subsets):
         sel = subset_of == si
         n = int(sel.sum())
-        entry = {"corruption": s.corruption, "severity": s.severity, "n": n, "counts": s.counts,
-                 "top1": {}, "top5": {}}
+        entry = {"corruption": s.corruption, "severity": s.severity, "n": n, "counts": s.counts, "top1": {}, "top5": {}}
         for m in modes:
             r = merged[f"rank/{m}"][sel]
             entry["top1"][m] = 100.0 * float((r == 0).mean())
@@ -344,8 +370,9 @@ def summarize(subsets: Sequence[SubsetPairs], dataset: PairedImages, merged: dic
     sevs = sorted({s.severity for s in subsets if s.severity is not None})
     for sev in sevs:
         keys = [s.key for s in subsets if s.severity == sev]
-        means[str(sev)] = {t: {m: float(np.mean([results[k][t][m] for k in keys])) for m in modes}
-                           for t in ("top1", "top5")}
+        means[str(sev)] = {
+            t: {m: float(np.mean([results[k][t][m] for k in keys])) for m in modes} for t in ("top1", "top5")
+        }
     return {"results": results, "mean": means}
 
 
@@ -369,9 +396,12 @@ def markdown_tables(summary: dict[str, Any], modes: Sequence[str], single: str, 
                 rows = [(k, e["corruption"]) for k, e in results.items() if str(e["severity"]) == sev]
                 groups.append((f"severity {sev}", rows, mean))
         for name, rows, mean in groups:
-            lines += [f"**{name}, {title} accuracy (%)**", "",
-                      "| " + " | ".join(["corruption" if datatype == "C" else "set", *heads]) + " |",
-                      "|" + "---|" * (len(heads) + 1)]
+            lines += [
+                f"**{name}, {title} accuracy (%)**",
+                "",
+                "| " + " | ".join(["corruption" if datatype == "C" else "set", *heads]) + " |",
+                "|" + "---|" * (len(heads) + 1),
+            ]
             for key, label in rows:
                 lines.append("| " + " | ".join([label] + [f"{results[key][metric][m]:.2f}" for m in modes]) + " |")
             if mean is not None and len(rows) > 1:
@@ -386,12 +416,32 @@ def csv_rows(summary: dict[str, Any], modes: Sequence[str], single: str, datatyp
     w.writerow(["datatype", "corruption", "severity", "mode", "method", "top1", "top5", "n"])
     for e in summary["results"].values():
         for m in modes:
-            w.writerow([datatype, e["corruption"], "" if e["severity"] is None else e["severity"], m,
-                        method_label(m, single), f"{e['top1'][m]:.4f}", f"{e['top5'][m]:.4f}", e["n"]])
+            w.writerow(
+                [
+                    datatype,
+                    e["corruption"],
+                    "" if e["severity"] is None else e["severity"],
+                    m,
+                    method_label(m, single),
+                    f"{e['top1'][m]:.4f}",
+                    f"{e['top5'][m]:.4f}",
+                    e["n"],
+                ]
+            )
     for sev, mean in summary["mean"].items():
         for m in modes:
-            w.writerow([datatype, "mean", sev, m, method_label(m, single), f"{mean['top1'][m]:.4f}",
-                        f"{mean['top5'][m]:.4f}", ""])
+            w.writerow(
+                [
+                    datatype,
+                    "mean",
+                    sev,
+                    m,
+                    method_label(m, single),
+                    f"{mean['top1'][m]:.4f}",
+                    f"{mean['top5'][m]:.4f}",
+                    "",
+                ]
+            )
     return buf.getvalue()
 
 
@@ -401,5 +451,7 @@ def check_num_classes(subsets: Sequence[SubsetPairs], n: int | None) -> None:
         return
     for s in subsets:
         if n != len(s.classes):
-            raise UserError(f"{s.raw_dir} has {len(s.classes)} class folders but the model has {n} classes; "
-                            "the sorted class folders are the labels, so they must match the model's head")
+            raise UserError(
+                f"{s.raw_dir} has {len(s.classes)} class folders but the model has {n} classes; "
+                "the sorted class folders are the labels, so they must match the model's head"
+            )

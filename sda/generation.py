@@ -51,8 +51,22 @@ PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
 MANIFEST = "manifest.json"
 GRID_SUFFIX = "_grid.png"  # the sample grid lies beside the root, so it never looks like a class image
 # Settings that change the pixels: a rerun into a folder made with other values is refused.
-PIXEL_SETTINGS = ("model", "image_size", "num_classes", "cfg_scale", "cfg_channels", "num_sampling_steps",
-                  "global_seed", "vae", "no_vae", "precision", "tf32", "learn_sigma", "adm", "clip_denoised")
+PIXEL_SETTINGS = (
+    "model",
+    "image_size",
+    "num_classes",
+    "cfg_scale",
+    "cfg_channels",
+    "num_sampling_steps",
+    "global_seed",
+    "vae",
+    "no_vae",
+    "precision",
+    "tf32",
+    "learn_sigma",
+    "adm",
+    "clip_denoised",
+)
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -60,39 +74,73 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Stage 1 (gen): class-conditional images <root>/<class:04d>/<index:06d>.png from DiT or ADM.",
         epilog="With --model ADM, guided-diffusion's model flags (--num_channels 256 --class_cond True ...) "
-               "follow; their defaults are the released 256x256 class-conditional model's.")
-    p.add_argument("--model", default="DiT-XL/2", metavar="NAME",
-                   help=f"{', '.join(DiT_models)}, a custom DiT-d<depth>w<width>h<heads>/<patch>, or {ADM_MODEL}")
-    p.add_argument("--image-size", type=int, default=256,
-                   help="output size in pixels (the model's input size with --no-vae; latent = size / 8 otherwise)")
+        "follow; their defaults are the released 256x256 class-conditional model's.",
+    )
+    p.add_argument(
+        "--model",
+        default="DiT-XL/2",
+        metavar="NAME",
+        help=f"{', '.join(DiT_models)}, a custom DiT-d<depth>w<width>h<heads>/<patch>, or {ADM_MODEL}",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=256,
+        help="output size in pixels (the model's input size with --no-vae; latent = size / 8 otherwise)",
+    )
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance; 1.0 = none (SDA)")
-    p.add_argument("--cfg-channels", choices=("3", "all"), default="3",
-                   help="guide the first 3 output channels (official DiT) or all epsilon channels (diffusers)")
+    p.add_argument(
+        "--cfg-channels",
+        choices=("3", "all"),
+        default="3",
+        help="guide the first 3 output channels (official DiT) or all epsilon channels (diffusers)",
+    )
     p.add_argument("--num-sampling-steps", type=int, default=250)
     p.add_argument("--global-seed", type=int, default=0)
-    p.add_argument("--ckpt", default=None,
-                   help=f"model checkpoint (default for DiT-XL/2: {PRETRAINED_DIR}/DiT-XL-2-<size>x<size>.pt)")
+    p.add_argument(
+        "--ckpt",
+        default=None,
+        help=f"model checkpoint (default for DiT-XL/2: {PRETRAINED_DIR}/DiT-XL-2-<size>x<size>.pt)",
+    )
     p.add_argument("--allow-pickle", action="store_true", help="load a checkpoint with arbitrary pickles (trusted)")
-    p.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=True,
-                   help="DiT predicts the variance too (all official and DiT-recipe checkpoints)")
+    p.add_argument(
+        "--learn-sigma",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="DiT predicts the variance too (all official and DiT-recipe checkpoints)",
+    )
     p.add_argument("--vae", choices=("ema", "mse"), default="ema")
-    p.add_argument("--vae-path", default=None,
-                   help=f"local diffusers AutoencoderKL folder or single file "
-                        f"(default {PRETRAINED_DIR}/sd-vae-ft-<vae>)")
+    p.add_argument(
+        "--vae-path",
+        default=None,
+        help=f"local diffusers AutoencoderKL folder or single file (default {PRETRAINED_DIR}/sd-vae-ft-<vae>)",
+    )
     p.add_argument("--no-vae", action="store_true", help="pixel-space model: no VAE, 3 channels")
-    p.add_argument("--clip-denoised", choices=("auto", "true", "false"), default="auto",
-                   help="clip each step's predicted x0 to [-1, 1]; auto: off in latent space (official DiT), "
-                        "on in pixel space (guided-diffusion's sampler)")
+    p.add_argument(
+        "--clip-denoised",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="clip each step's predicted x0 to [-1, 1]; auto: off in latent space (official DiT), "
+        "on in pixel space (guided-diffusion's sampler)",
+    )
     p.add_argument("--sample-dir", default="samples", help="images go to <sample-dir>/<folder naming the settings>")
     p.add_argument("--out-dir", default=None, help="write the class folders directly here (overrides --sample-dir)")
     p.add_argument("--images-per-class", type=int, default=50)
     p.add_argument("--classes", default=None, help="e.g. 0-999 or 3,7,9 or 0-4,10 (default: all classes)")
     p.add_argument("--per-proc-batch-size", type=int, default=32)
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
-                   help="TF32 matmuls on Ampere+ GPUs (the reference's default)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (reference); bf16/fp16 autocast; fp64 for bit-exact checks on CPU")
+    p.add_argument(
+        "--tf32",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TF32 matmuls on Ampere+ GPUs (the reference's default)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (reference); bf16/fp16 autocast; fp64 for bit-exact checks on CPU",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
     p.add_argument("--grid-size", type=int, default=8, help="classes x images in the sample grid (0: no grid)")
     return p
@@ -124,8 +172,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.adm["image_size"] != args.image_size:
             args.image_size = args.adm["image_size"]
     elif not is_dit_name(args.model):
-        parser.error(f"--model {args.model!r}: use one of {', '.join(DiT_models)}, "
-                     f"DiT-d<depth>w<width>h<heads>/<patch> or {ADM_MODEL}")
+        parser.error(
+            f"--model {args.model!r}: use one of {', '.join(DiT_models)}, "
+            f"DiT-d<depth>w<width>h<heads>/<patch> or {ADM_MODEL}"
+        )
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.clip_denoised = args.no_vae if args.clip_denoised == "auto" else args.clip_denoised == "true"
@@ -185,8 +235,16 @@ def default_ckpt(args: argparse.Namespace) -> str:
     raise UserError(f"--ckpt is required for {args.model} at {args.image_size} px; pass the checkpoint file")
 
 
-def load_dit(name: str, ckpt: str | os.PathLike, *, input_size: int, num_classes: int, in_channels: int,
-             learn_sigma: bool = True, allow_pickle: bool = False) -> nn.Module:
+def load_dit(
+    name: str,
+    ckpt: str | os.PathLike,
+    *,
+    input_size: int,
+    num_classes: int,
+    in_channels: int,
+    learn_sigma: bool = True,
+    allow_pickle: bool = False,
+) -> nn.Module:
     """A DiT with the weights of ``ckpt`` (a plain state dict or a training dict; "ema" preferred), strictly.
 
     A label table of exactly ``num_classes`` rows means the model was trained without label dropout.
@@ -194,14 +252,21 @@ def load_dit(name: str, ckpt: str | os.PathLike, *, input_size: int, num_classes
     sd = extract_state_dict(safe_load(ckpt, allow_pickle=allow_pickle))
     table = sd.get("y_embedder.embedding_table.weight")
     dropout = 0.0 if table is not None and table.shape[0] == num_classes else 0.1
-    model = build_dit(name, input_size=input_size, num_classes=num_classes, in_channels=in_channels,
-                      learn_sigma=learn_sigma, class_dropout_prob=dropout)
+    model = build_dit(
+        name,
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        learn_sigma=learn_sigma,
+        class_dropout_prob=dropout,
+    )
     load_state_dict_strict(model, sd, what=f"checkpoint {ckpt}")
     return model.eval()
 
 
-def load_adm(flags: dict[str, Any], ckpt: str | os.PathLike, *, num_classes: int,
-             allow_pickle: bool = False) -> nn.Module:
+def load_adm(
+    flags: dict[str, Any], ckpt: str | os.PathLike, *, num_classes: int, allow_pickle: bool = False
+) -> nn.Module:
     """A class-conditional guided-diffusion UNet from its flags and checkpoint (fp16 torso if use_fp16)."""
     from sda.models.unet import create_model, load_adm_checkpoint, model_kwargs_from_args
 
@@ -220,7 +285,8 @@ def load_vae(path: str | os.PathLike, device: torch.device | str = "cpu", dtype:
     if not path.exists():
         raise UserError(
             f"VAE {path} not found; get it with scripts/download_ckpt.sh or download the Hugging Face repo "
-            "stabilityai/sd-vae-ft-ema (or -mse) into that folder, or pass --vae-path")
+            "stabilityai/sd-vae-ft-ema (or -mse) into that folder, or pass --vae-path"
+        )
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is fetched at run time
     from diffusers.models import AutoencoderKL
 
@@ -230,8 +296,10 @@ def load_vae(path: str | os.PathLike, device: torch.device | str = "cpu", dtype:
         else:
             vae = AutoencoderKL.from_single_file(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the VAE from {path} ({type(e).__name__}); "
-                        "pass a diffusers AutoencoderKL folder (config.json + weights)") from e
+        raise UserError(
+            f"cannot load the VAE from {path} ({type(e).__name__}); "
+            "pass a diffusers AutoencoderKL folder (config.json + weights)"
+        ) from e
     return vae.to(device=device, dtype=dtype).eval()
 
 
@@ -290,8 +358,15 @@ class Sampler:
             z = torch.cat([z, z], 0)  # (2N, C, S, S)
             y = torch.cat([y, torch.full_like(y, self.num_classes)], 0)  # (2N,)
             gens = gens + [self._dummy] * n
-        x = self.diffusion.p_sample_loop(self.model_fn, z.shape, noise=z, clip_denoised=self.clip_denoised,
-                                         model_kwargs=dict(y=y), device=self.device, generator=gens)
+        x = self.diffusion.p_sample_loop(
+            self.model_fn,
+            z.shape,
+            noise=z,
+            clip_denoised=self.clip_denoised,
+            model_kwargs=dict(y=y),
+            device=self.device,
+            generator=gens,
+        )
         x = x[:n]  # (N, C, S, S)
         if self.vae is not None:
             with self.autocast():
@@ -315,15 +390,27 @@ def build_sampler(args: argparse.Namespace, device: torch.device) -> Sampler:
         if args.adm["predict_xstart"] and args.adm["predict_v"]:
             raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
         model = load_adm(args.adm, ckpt, num_classes=args.num_classes, allow_pickle=args.allow_pickle)
-        diffusion = create_diffusion(str(args.num_sampling_steps), noise_schedule=args.adm["noise_schedule"],
-                                     learn_sigma=args.adm["learn_sigma"], diffusion_steps=args.adm["diffusion_steps"],
-                                     predict_xstart=args.adm["predict_xstart"], predict_v=args.adm["predict_v"])
+        diffusion = create_diffusion(
+            str(args.num_sampling_steps),
+            noise_schedule=args.adm["noise_schedule"],
+            learn_sigma=args.adm["learn_sigma"],
+            diffusion_steps=args.adm["diffusion_steps"],
+            predict_xstart=args.adm["predict_xstart"],
+            predict_v=args.adm["predict_v"],
+        )
         input_size, in_channels = args.image_size, 3
     else:
         in_channels = 3 if args.no_vae else LATENT_CHANNELS
         input_size = args.image_size if args.no_vae else args.image_size // VAE_DOWNSAMPLE
-        model = load_dit(args.model, ckpt, input_size=input_size, num_classes=args.num_classes,
-                         in_channels=in_channels, learn_sigma=args.learn_sigma, allow_pickle=args.allow_pickle)
+        model = load_dit(
+            args.model,
+            ckpt,
+            input_size=input_size,
+            num_classes=args.num_classes,
+            in_channels=in_channels,
+            learn_sigma=args.learn_sigma,
+            allow_pickle=args.allow_pickle,
+        )
         if args.cfg_scale > 1.0 and model.y_embedder.dropout_prob == 0:
             raise UserError(f"checkpoint {ckpt} has no null class (trained without label dropout); use --cfg-scale 1.0")
         diffusion = create_diffusion(str(args.num_sampling_steps), learn_sigma=args.learn_sigma)
@@ -334,10 +421,19 @@ def build_sampler(args: argparse.Namespace, device: torch.device) -> Sampler:
     vae = None
     if not args.no_vae:
         vae = load_vae(args.vae_path or f"{PRETRAINED_DIR}/sd-vae-ft-{args.vae}", device, dtype)
-    return Sampler(model=model, diffusion=diffusion, input_size=input_size, in_channels=in_channels,
-                   num_classes=args.num_classes, device=device, cfg_scale=args.cfg_scale,
-                   cfg_channels=args.cfg_channels, vae=vae, precision=args.precision,
-                   clip_denoised=args.clip_denoised)
+    return Sampler(
+        model=model,
+        diffusion=diffusion,
+        input_size=input_size,
+        in_channels=in_channels,
+        num_classes=args.num_classes,
+        device=device,
+        cfg_scale=args.cfg_scale,
+        cfg_channels=args.cfg_channels,
+        vae=vae,
+        precision=args.precision,
+        clip_denoised=args.clip_denoised,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the set
@@ -358,8 +454,7 @@ def remove_partials(root: str | os.PathLike) -> int:
 def count_images(root: str | os.PathLike) -> dict[str, int]:
     """PNG count per class folder."""
     root = Path(root)
-    return {d.name: sum(1 for f in d.glob("*.png")) for d in sorted(root.iterdir())
-            if d.is_dir() and d.name.isdigit()}
+    return {d.name: sum(1 for f in d.glob("*.png")) for d in sorted(root.iterdir()) if d.is_dir() and d.name.isdigit()}
 
 
 def make_grid(root: str | os.PathLike, classes: Sequence[int], images_per_class: int, size: int = 8) -> Image.Image:
@@ -377,7 +472,7 @@ def make_grid(root: str | os.PathLike, classes: Sequence[int], images_per_class:
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def pixel_settings(args: argparse.Namespace, ckpt_sha256: str) -> dict[str, Any]:
@@ -404,8 +499,10 @@ def _check_resume(root: Path, settings: dict[str, Any]) -> None:
         return
     diff = sorted(k for k in settings if k in old and old[k] != settings[k])
     if diff:
-        raise UserError(f"{root} was generated with other settings ({', '.join(diff)}); "
-                        "use another --out-dir/--sample-dir or the same settings to resume")
+        raise UserError(
+            f"{root} was generated with other settings ({', '.join(diff)}); "
+            "use another --out-dir/--sample-dir or the same settings to resume"
+        )
 
 
 @torch.no_grad()  # scoped: the caller's autograd state is left as it was
@@ -432,9 +529,11 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
                 manifest = _manifest(args, root, ckpt, settings, classes, info, status="running")
                 write_json(root / MANIFEST, manifest)
                 payload = ("ok", todo)
-                log(f"gen: {root} - {len(classes)} classes x {args.images_per_class} images, "
+                log(
+                    f"gen: {root} - {len(classes)} classes x {args.images_per_class} images, "
                     f"{len(todo)} to make on {info.world_size} process(es)"
-                    + (f", removed {removed} partial files" if removed else ""))
+                    + (f", removed {removed} partial files" if removed else "")
+                )
             except UserError as e:
                 payload = ("error", str(e))
         status, todo = sdist.all_gather_object(payload)[0]
@@ -459,16 +558,25 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
         write_json(root / MANIFEST, manifest)
         short = [c for c in classes if manifest["counts"].get(f"{c:04d}", 0) < args.images_per_class]
         if short:
-            raise UserError(f"{len(short)} classes have fewer than {args.images_per_class} images (e.g. {short[:3]}); "
-                            "rerun the same command")
+            raise UserError(
+                f"{len(short)} classes have fewer than {args.images_per_class} images (e.g. {short[:3]}); "
+                "rerun the same command"
+            )
         log(f"gen: done, {manifest['total']} images in {root} ({manifest['seconds']} s)")
         return manifest
     finally:
         sdist.cleanup()
 
 
-def _manifest(args: argparse.Namespace, root: Path, ckpt: str, settings: dict[str, Any], classes: list[int],
-              info: sdist.DistInfo, status: str) -> dict[str, Any]:
+def _manifest(
+    args: argparse.Namespace,
+    root: Path,
+    ckpt: str,
+    settings: dict[str, Any],
+    classes: list[int],
+    info: sdist.DistInfo,
+    status: str,
+) -> dict[str, Any]:
     return {
         "stage": "gen",
         "status": status,
@@ -481,7 +589,11 @@ def _manifest(args: argparse.Namespace, root: Path, ckpt: str, settings: dict[st
         "classes": args.classes or f"0-{args.num_classes - 1}",
         "num_requested_classes": len(classes),
         "images_per_class": args.images_per_class,
-        "run": {"world_size": info.world_size, "device": str(info.device), "per_proc_batch_size":
-                args.per_proc_batch_size, "command": " ".join(sys.argv)},
+        "run": {
+            "world_size": info.world_size,
+            "device": str(info.device),
+            "per_proc_batch_size": args.per_proc_batch_size,
+            "command": " ".join(sys.argv),
+        },
         "versions": versions(),
     }

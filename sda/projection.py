@@ -87,8 +87,9 @@ class LowPass:
     Equals :func:`lowpass_resize_right` to float32 rounding (the tests check it).
     """
 
-    def __init__(self, height: int, width: int, D: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, height: int, width: int, D: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ):
         check_downsample(height, D)
         check_downsample(width, D)
         self.D = D
@@ -119,8 +120,9 @@ class _CastOutput(nn.Module):
         return out.float()
 
 
-def prepare_model(model: nn.Module, precision: str = "fp32", channels_last: bool = False,
-                  compile: bool = False) -> nn.Module:
+def prepare_model(
+    model: nn.Module, precision: str = "fp32", channels_last: bool = False, compile: bool = False
+) -> nn.Module:
     """Set up a UNet for projection: eval, frozen weights, precision, memory format, optional compile.
 
     precision: "fp32"; "fp16" = the reference's ``convert_to_fp16()`` (float16 torso, float32 norms
@@ -206,8 +208,9 @@ def project_progressive(
         z = None if step_noise is None else step_noise[k].to(device=device, dtype=torch.float32)
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            out = diffusion.p_sample(model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs,
-                                     noise=z, generator=generator)
+            out = diffusion.p_sample(
+                model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs, noise=z, generator=generator
+            )
             diff = ref_low - lowpass(out["pred_xstart"])  # (B, C, H, W)
             norm = guidance_norm_of(diff, guidance_norm)  # ()
             if scale != 0:
@@ -233,8 +236,9 @@ def project(
     return out["sample"]
 
 
-def project_reference_style(model: nn.Module, diffusion: Any, ref: torch.Tensor, N: int, D: int, scale: float,
-                            noises: Sequence[torch.Tensor]) -> torch.Tensor:
+def project_reference_style(
+    model: nn.Module, diffusion: Any, ref: torch.Tensor, N: int, D: int, scale: float, noises: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """The reference's loop written out plainly (resize-right on ``ref`` and ``pred_xstart`` every step,
     batch-coupled norm, in-place update): the baseline of ``benchmarks/bench_align.py`` and the
     equivalence oracle of the tests. ``noises``: the q_sample draw, then one draw per step."""
@@ -242,8 +246,9 @@ def project_reference_style(model: nn.Module, diffusion: Any, ref: torch.Tensor,
     img = diffusion.q_sample(ref, torch.full((B,), N, device=ref.device), noise=noises[0])  # (B, C, H, W)
     for k, i in enumerate(range(N - 1, -1, -1)):
         img = img.requires_grad_()
-        out = diffusion.p_sample(model, img, torch.full((B,), i, device=ref.device), clip_denoised=True,
-                                 noise=noises[k + 1])
+        out = diffusion.p_sample(
+            model, img, torch.full((B,), i, device=ref.device), clip_denoised=True, noise=noises[k + 1]
+        )
         difference = lowpass_resize_right(ref, D) - lowpass_resize_right(out["pred_xstart"], D)
         norm = torch.linalg.norm(difference)
         norm_grad = torch.autograd.grad(outputs=norm, inputs=img)[0]

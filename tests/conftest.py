@@ -96,13 +96,15 @@ def run_tree() -> Iterator[RunTree]:
     """
     started: list[tuple[subprocess.Popen, str]] = []
 
-    def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
-            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    def run(
+        cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, cwd: str | Path | None = None
+    ) -> subprocess.CompletedProcess:
         tag = uuid.uuid4().hex
         env = {**(os.environ if env is None else env), TAG_VAR: tag}
         argv = [sys.executable, "-c", _PDEATHSIG_LAUNCHER, str(os.getpid()), *map(str, cmd)]
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         started.append((proc, tag))
         try:
             out, err = proc.communicate(timeout=timeout)

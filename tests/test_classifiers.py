@@ -113,8 +113,7 @@ def v0_state_dict(name: str) -> OrderedDict:
 def test_v0_checkpoint_loads_strictly(name, tmp_path):
     sd = v0_state_dict(name)
     path = tmp_path / f"{name}_v0.pth"
-    torch.save({"meta": {"mmcls_version": "0.15.0", "CLASSES": [f"c{i}" for i in range(1000)]},
-                "state_dict": sd}, path)
+    torch.save({"meta": {"mmcls_version": "0.15.0", "CLASSES": [f"c{i}" for i in range(1000)]}, "state_dict": sd}, path)
     model = paper_model(name)
     meta = load_classifier_weights(model, path)  # strict: raises on any missing/unexpected key
     assert meta["mmcls_version"] == "0.15.0"
@@ -139,13 +138,15 @@ def test_training_hook_converts_v0_and_refuses_mismatches():
 
 
 def test_convert_v0_renames_swin_only_and_is_idempotent():
-    swin = {"backbone.stages.3.blocks.0.attn.w_msa.qkv.weight": torch.ones(1),
-            "backbone.stages.0.blocks.1.attn.attn_mask": torch.ones(1),
-            "backbone.norm.weight": torch.ones(1), "head.fc.weight": torch.ones(1)}
+    swin = {
+        "backbone.stages.3.blocks.0.attn.w_msa.qkv.weight": torch.ones(1),
+        "backbone.stages.0.blocks.1.attn.attn_mask": torch.ones(1),
+        "backbone.norm.weight": torch.ones(1),
+        "head.fc.weight": torch.ones(1),
+    }
     assert detect_arch(swin) == "swin"
     out = convert_v0_state_dict(swin)
-    assert set(out) == {"backbone.stages.3.blocks.0.attn.w_msa.qkv.weight", "backbone.norm3.weight",
-                        "head.fc.weight"}
+    assert set(out) == {"backbone.stages.3.blocks.0.attn.w_msa.qkv.weight", "backbone.norm3.weight", "head.fc.weight"}
     assert convert_v0_state_dict(out) == out
     resnet = {"backbone.layer1.0.conv1.weight": torch.ones(1), "backbone.norm.weight": torch.ones(1)}
     assert detect_arch(resnet) == "resnet" and convert_v0_state_dict(resnet) == resnet
@@ -184,8 +185,11 @@ def test_classifier_logits_matches_the_mmpretrain_pipeline():
 def test_message_hub_round_trips_through_the_safe_loader(tmp_path):
     from mmengine.logging import HistoryBuffer
 
-    hub = {"log_scalars": {"train/loss": HistoryBuffer([1.0, 0.5], [1, 1])},
-           "runtime_info": {"epoch": 2}, "resumed_keys": {"train/loss": True}}
+    hub = {
+        "log_scalars": {"train/loss": HistoryBuffer([1.0, 0.5], [1, 1])},
+        "runtime_info": {"epoch": 2},
+        "resumed_keys": {"train/loss": True},
+    }
     path = tmp_path / "ckpt.pth"
     torch.save({"message_hub": _plain_message_hub(hub)}, path)
     back = _restore_message_hub(_safe_load(path)["message_hub"])

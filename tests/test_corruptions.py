@@ -29,8 +29,9 @@ def test_cifar_profile_builds_every_folder(tmp_path):
     assert counts == {"images": 4, "written": 4 * 15 * 2, "skipped": 0}
     for name in C.CORRUPTIONS:
         for sev in (1, 5):
-            files = sorted(p.relative_to(out / name / str(sev)).as_posix()
-                           for p in (out / name / str(sev)).rglob("*.png"))
+            files = sorted(
+                p.relative_to(out / name / str(sev)).as_posix() for p in (out / name / str(sev)).rglob("*.png")
+            )
             assert files == ["a/img0.png", "a/img1.png", "b/img0.png", "b/img1.png"], (name, sev)
             im = Image.open(out / name / str(sev) / "a" / "img0.png")
             assert im.size == (32, 32) and im.mode == "RGB"
@@ -89,8 +90,7 @@ def test_watermark_builder_draws_in_the_text_band(tmp_path):
     _make_set(src, classes=("n01", "n02"), per_class=1, size=(300, 260), ext=".JPEG")
     counts = C.build_watermarked_set(src, out, fmt="png")
     assert counts == {"images": 2, "written": 2, "skipped": 0}
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "val/n01/img0.png", "val/n02/img0.png"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["val/n01/img0.png", "val/n02/img0.png"]
     base = np.asarray(C.preprocess(Image.open(src / "n01" / "img0.JPEG").convert("RGB"))).astype(int)
     marked = np.asarray(Image.open(out / "val" / "n01" / "img0.png")).astype(int)
     assert marked.shape == (224, 224, 3)

@@ -92,8 +92,16 @@ def test_checkpoint_format_and_exact_resume(tmp_path):
 
     # stop after 2 steps, then resume to 4 with a differently initialised model: same result
     torch.manual_seed(0)
-    train(TinyEps(), diffusion, x, None, TrainSettings(**{**s.__dict__, "steps": 2}), tmp_path / "b", _args(),
-          log=lambda m: None)
+    train(
+        TinyEps(),
+        diffusion,
+        x,
+        None,
+        TrainSettings(**{**s.__dict__, "steps": 2}),
+        tmp_path / "b",
+        _args(),
+        log=lambda m: None,
+    )
     torch.manual_seed(1)
     msgs = []
     resumed = train(TinyEps(), diffusion, x, None, s, tmp_path / "b", _args(), log=msgs.append)
@@ -107,9 +115,20 @@ def test_checkpoint_format_and_exact_resume(tmp_path):
 
 
 TINY_ADM = {
-    "image_size": 8, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2", "attention_resolutions": "2",
-    "num_heads": 2, "learn_sigma": True, "use_scale_shift_norm": True, "diffusion_steps": 1000, "steps": 3,
-    "batch_size": 4, "lr": 1e-3, "log_every": 1, "ckpt_every": 2,
+    "image_size": 8,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "2",
+    "num_heads": 2,
+    "learn_sigma": True,
+    "use_scale_shift_norm": True,
+    "diffusion_steps": 1000,
+    "steps": 3,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "log_every": 1,
+    "ckpt_every": 2,
 }
 
 
@@ -129,12 +148,15 @@ def _image_folder(root: Path, classes: int = 2, per_class: int = 3) -> Path:
     return root
 
 
-@pytest.mark.parametrize("script,extra", [
-    ("align/train.py", []),
-    ("gen/train.py", ["--model", "ADM"]),
-    ("gen/train.py", ["--model", "ADM", "--predict_v", "True"]),
-    ("gen/train.py", ["--model", "DiT-S/4", "--image_size", "8"]),
-])
+@pytest.mark.parametrize(
+    "script,extra",
+    [
+        ("align/train.py", []),
+        ("gen/train.py", ["--model", "ADM"]),
+        ("gen/train.py", ["--model", "ADM", "--predict_v", "True"]),
+        ("gen/train.py", ["--model", "DiT-S/4", "--image_size", "8"]),
+    ],
+)
 def test_entry_points_write_loadable_checkpoints(tmp_path, script, extra):
     from sda.models.dit import build_dit
     from sda.models.unet import create_model, model_kwargs
@@ -143,8 +165,17 @@ def test_entry_points_write_loadable_checkpoints(tmp_path, script, extra):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(TINY_ADM))
     export = tmp_path / "ema.pt"
-    argv = ["--config", str(cfg), "--data_dir", str(data), "--results_dir", str(tmp_path / "res"),
-            "--export", str(export), *extra]
+    argv = [
+        "--config",
+        str(cfg),
+        "--data_dir",
+        str(data),
+        "--results_dir",
+        str(tmp_path / "res"),
+        "--export",
+        str(export),
+        *extra,
+    ]
     out = _load_script(script).main(argv)
     assert out["step"] == 3
     assert sorted(p.name for p in (tmp_path / "res" / "checkpoints").iterdir()) == ["0000002.pt", "0000003.pt"]
@@ -173,8 +204,9 @@ def test_train_rejects_two_model_targets(tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**TINY_ADM, "predict_xstart": True, "predict_v": True}))
     with pytest.raises(UserError, match="--predict_xstart and --predict_v exclude each other"):
-        _load_script("align/train.py").main(["--config", str(cfg), "--data_dir", str(data),
-                                             "--results_dir", str(tmp_path / "res")])
+        _load_script("align/train.py").main(
+            ["--config", str(cfg), "--data_dir", str(data), "--results_dir", str(tmp_path / "res")]
+        )
     assert not (tmp_path / "res").exists()
 
 
@@ -187,8 +219,19 @@ def test_same_command_gives_the_same_weights(tmp_path, script, extra):
     out = {}
     for run, seed in (("a", 0), ("b", 0), ("c", 1)):
         torch.manual_seed(100 + len(out))  # whatever the caller's RNG state
-        argv = ["--config", str(cfg), "--data_dir", str(data), "--results_dir", str(tmp_path / run),
-                "--seed", str(seed), "--export", str(tmp_path / f"{run}.pt"), *extra]
+        argv = [
+            "--config",
+            str(cfg),
+            "--data_dir",
+            str(data),
+            "--results_dir",
+            str(tmp_path / run),
+            "--seed",
+            str(seed),
+            "--export",
+            str(tmp_path / f"{run}.pt"),
+            *extra,
+        ]
         _load_script(script).main(argv)
         out[run] = safe_load(tmp_path / f"{run}.pt")
     assert all(torch.equal(out["a"][k], out["b"][k]) for k in out["a"])

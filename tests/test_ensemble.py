@@ -42,8 +42,9 @@ def test_first_second_sum_sda():
     assert torch.allclose(E.combine("sda", S1, S2), S1 + S2)
 
 
-@pytest.mark.parametrize("mode,score,lower_wins", [
-    ("entropy", _H, True), ("confidence", lambda v: max(_sm(v)), False), ("var", _var, False)])
+@pytest.mark.parametrize(
+    "mode,score,lower_wins", [("entropy", _H, True), ("confidence", lambda v: max(_sm(v)), False), ("var", _var, False)]
+)
 def test_select_modes_and_ties_pick_projected(mode, score, lower_wins):
     out = E.combine(mode, S1, S2)
     take2 = E.pick_projected(S1, S2, mode)
@@ -78,8 +79,11 @@ def test_weighted_sums():
 
 
 def test_fuse_weights_and_blend():
-    for mode, f, swap in (("entropy_fuse", _H, True), ("confidence_fuse", lambda v: max(_sm(v)), False),
-                          ("var_fuse", _var, False)):
+    for mode, f, swap in (
+        ("entropy_fuse", _H, True),
+        ("confidence_fuse", lambda v: max(_sm(v)), False),
+        ("var_fuse", _var, False),
+    ):
         w = E.fuse_weights(S1, S2, mode)
         for i in range(3):
             a, b = f(S1[i].tolist()), f(S2[i].tolist())

@@ -28,8 +28,18 @@ def test_conda_files_parse_and_install_this_package():
 def test_pyproject_pins_the_stack():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = {re.split(r"[<>=!\[ ]", d)[0]: d for d in meta["dependencies"]}
-    for name in ("torch", "torchvision", "diffusers", "timm", "mmengine", "mmpretrain", "mmcv-lite",
-                 "resize-right", "corrupt-tta", "imagenet-w"):
+    for name in (
+        "torch",
+        "torchvision",
+        "diffusers",
+        "timm",
+        "mmengine",
+        "mmpretrain",
+        "mmcv-lite",
+        "resize-right",
+        "corrupt-tta",
+        "imagenet-w",
+    ):
         assert name in deps, name
     assert "<81" in deps["setuptools"]
     assert "<2.15" in deps["torch"]
@@ -45,10 +55,14 @@ def test_ci_runs_the_readme_test_command():
 
 def test_download_script_names_every_checkpoint():
     text = (ROOT / "scripts" / "download_ckpt.sh").read_text()
-    for name in ("DiT-XL-2-256x256.pt", "256x256_diffusion_uncond.pt", "sd-vae-ft-ema",
-                 "resnet50_8xb32_in1k_20210831-ea4938fc.pth",
-                 "swin_tiny_224_b16x64_300e_imagenet_20210616_090925-66df6be6.pth",
-                 "convnext-tiny_3rdparty_32xb128_in1k_20220124-18abde00.pth",
-                 "swin_base_224_b16x64_300e_imagenet_20210616_190742-93230b0d.pth",
-                 "convnext-base_3rdparty_32xb128_in1k_20220124-d0915162.pth"):
+    for name in (
+        "DiT-XL-2-256x256.pt",
+        "256x256_diffusion_uncond.pt",
+        "sd-vae-ft-ema",
+        "resnet50_8xb32_in1k_20210831-ea4938fc.pth",
+        "swin_tiny_224_b16x64_300e_imagenet_20210616_090925-66df6be6.pth",
+        "convnext-tiny_3rdparty_32xb128_in1k_20220124-18abde00.pth",
+        "swin_base_224_b16x64_300e_imagenet_20210616_190742-93230b0d.pth",
+        "convnext-base_3rdparty_32xb128_in1k_20220124-d0915162.pth",
+    ):
         assert name in text, name

@@ -24,6 +24,7 @@ def test_timeout_ends_the_whole_tree(run_tree) -> None:
 
 
 def test_finished_run_returns_output(run_tree) -> None:
-    res = run_tree([sys.executable, "-c", "import os, sys; print(os.environ['SDA_TEST_PROCESS_TREE']); sys.exit(3)"],
-                   timeout=60)
+    res = run_tree(
+        [sys.executable, "-c", "import os, sys; print(os.environ['SDA_TEST_PROCESS_TREE']); sys.exit(3)"], timeout=60
+    )
     assert res.returncode == 3 and len(res.stdout.strip()) == 32

@@ -7,8 +7,8 @@ data_preprocessor = dict(
     to_rgb=True,
 )
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="ResizeEdge", scale=256, edge="short", backend="pillow", interpolation="bicubic"),
+    dict(type="CenterCrop", crop_size=224),
+    dict(type="PackInputs"),
 ]

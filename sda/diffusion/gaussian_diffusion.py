@@ -32,9 +32,7 @@ def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) ->
         scale = 1000 / num_diffusion_timesteps
         return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
     if schedule_name == "cosine":
-        return betas_for_alpha_bar(
-            num_diffusion_timesteps, lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
-        )
+        return betas_for_alpha_bar(num_diffusion_timesteps, lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2)
     raise ValueError(f"unknown noise schedule {schedule_name!r}: use 'linear' or 'cosine'")
 
 
@@ -171,9 +169,7 @@ class GaussianDiffusion:
         # q(x_{t-1} | x_t, x_0)
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         # The posterior variance is 0 at t = 0; its log uses the t = 1 value there.
-        self.posterior_log_variance_clipped = np.log(
-            np.append(self.posterior_variance[1], self.posterior_variance[1:])
-        )
+        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
 
@@ -220,8 +216,10 @@ class GaussianDiffusion:
             noise = _noise_like(x_start, generator)
         if noise.shape != x_start.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
-        return (self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
-                + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise)
+        return (
+            self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+            + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise
+        )
 
     def q_posterior_mean_variance(
         self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -229,8 +227,10 @@ class GaussianDiffusion:
         """Mean, variance, clipped log-variance of q(x_{t-1} | x_t, x_0), each (N, C, ...)."""
         if x_start.shape != x_t.shape:
             raise ValueError(f"x_start {tuple(x_start.shape)} and x_t {tuple(x_t.shape)} differ in shape")
-        mean = (self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
-                + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t)
+        mean = (
+            self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
+            + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t
+        )
         variance = self._extract("posterior_variance", t, x_t.shape)
         log_variance = self._extract("posterior_log_variance_clipped", t, x_t.shape)
         return mean, variance, log_variance
@@ -264,8 +264,9 @@ class GaussianDiffusion:
 
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
             if model_output.shape != (B, 2 * C, *x.shape[2:]):
-                raise ValueError(f"learned-variance model must output {2 * C} channels, "
-                                 f"got shape {tuple(model_output.shape)}")
+                raise ValueError(
+                    f"learned-variance model must output {2 * C} channels, got shape {tuple(model_output.shape)}"
+                )
             model_output, var_values = torch.split(model_output, C, dim=1)  # (N, C, ...) each
             if self.model_var_type == ModelVarType.LEARNED:
                 model_log_variance = var_values
@@ -315,27 +316,36 @@ class GaussianDiffusion:
         return out
 
     def _predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
-                - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps)
+        return (
+            self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+            - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps
+        )
 
     def _predict_xstart_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # x_0 = sqrt(abar) * x_t - sqrt(1 - abar) * v: no 1 / sqrt(abar) amplification at high noise
-        return (self._extract("sqrt_alphas_cumprod", t, x_t.shape) * x_t
-                - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t.shape) * v)
+        return (
+            self._extract("sqrt_alphas_cumprod", t, x_t.shape) * x_t
+            - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t.shape) * v
+        )
 
     def _predict_v(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The velocity target v = sqrt(abar_t) * noise - sqrt(1 - abar_t) * x_start (same shape)."""
-        return (self._extract("sqrt_alphas_cumprod", t, x_start.shape) * noise
-                - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * x_start)
+        return (
+            self._extract("sqrt_alphas_cumprod", t, x_start.shape) * noise
+            - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * x_start
+        )
 
     def _predict_xstart_from_xprev(self, x_t: torch.Tensor, t: torch.Tensor, xprev: torch.Tensor) -> torch.Tensor:
         # invert mean = coef1 * x_0 + coef2 * x_t
-        return (self._extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
-                - self._extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t)
+        return (
+            self._extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
+            - self._extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t
+        )
 
     def _predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
-        return ((self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart)
-                / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape))
+        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart) / self._extract(
+            "sqrt_recipm1_alphas_cumprod", t, x_t.shape
+        )
 
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         if self.rescale_timesteps:
@@ -394,8 +404,9 @@ class GaussianDiffusion:
         Noise (given, or drawn after the model call as in the reference) is not added where t == 0.
         Returns dict(sample, pred_xstart), each (N, C, ...).
         """
-        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
-                                   model_kwargs=model_kwargs)
+        out = self.p_mean_variance(
+            model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs
+        )
         if noise is None:
             noise = _noise_like(x, generator)  # (N, C, ...)
         if cond_fn is not None:
@@ -424,11 +435,21 @@ class GaussianDiffusion:
         noise: x_T (else drawn with `generator`); step_noise: num_timesteps tensors for the steps
         t = T-1 ... 0 (else drawn with `generator`). device: defaults to noise's, then the model's.
         """
-        return _last(self.p_sample_loop_progressive(
-            model, shape, noise=noise, clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn,
-            model_kwargs=model_kwargs, device=device, progress=progress, generator=generator,
-            step_noise=step_noise,
-        ))["sample"]
+        return _last(
+            self.p_sample_loop_progressive(
+                model,
+                shape,
+                noise=noise,
+                clip_denoised=clip_denoised,
+                denoised_fn=denoised_fn,
+                cond_fn=cond_fn,
+                model_kwargs=model_kwargs,
+                device=device,
+                progress=progress,
+                generator=generator,
+                step_noise=step_noise,
+            )
+        )["sample"]
 
     def p_sample_loop_progressive(
         self,
@@ -446,10 +467,10 @@ class GaussianDiffusion:
         step_noise: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Like p_sample_loop, but yields p_sample's dict at every step (t = T-1 first)."""
-        step_kwargs = dict(clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn,
-                           model_kwargs=model_kwargs)
-        yield from self._loop(self.p_sample, model, shape, noise, device, progress, generator, step_noise,
-                              step_kwargs)
+        step_kwargs = dict(
+            clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs
+        )
+        yield from self._loop(self.p_sample, model, shape, noise, device, progress, generator, step_noise, step_kwargs)
 
     def _loop(
         self,
@@ -505,15 +526,15 @@ class GaussianDiffusion:
 
         Noise is still drawn when eta = 0 (reference draw order). Returns dict(sample, pred_xstart).
         """
-        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
-                                   model_kwargs=model_kwargs)
+        out = self.p_mean_variance(
+            model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs
+        )
         if cond_fn is not None:
             out = self.condition_score(cond_fn, out, x, t, model_kwargs=model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])  # re-derived for any mean type
         alpha_bar = self._extract("alphas_cumprod", t, x.shape)
         alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x.shape)
-        sigma = (eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
-                 * torch.sqrt(1 - alpha_bar / alpha_bar_prev))
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
         if noise is None:
             noise = _noise_like(x, generator)
         mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
@@ -533,8 +554,9 @@ class GaussianDiffusion:
         """Deterministic DDIM inversion step x_t -> x_{t+1}. Returns dict(sample, pred_xstart)."""
         if eta != 0.0:
             raise ValueError("ddim_reverse_sample is only defined for eta = 0")
-        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
-                                   model_kwargs=model_kwargs)
+        out = self.p_mean_variance(
+            model, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, model_kwargs=model_kwargs
+        )
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
         alpha_bar_next = self._extract("alphas_cumprod_next", t, x.shape)
         mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * eps
@@ -557,11 +579,22 @@ class GaussianDiffusion:
         step_noise: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """DDIM sampling from x_T to x_0; same arguments as p_sample_loop plus eta."""
-        return _last(self.ddim_sample_loop_progressive(
-            model, shape, noise=noise, clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn,
-            model_kwargs=model_kwargs, device=device, progress=progress, eta=eta, generator=generator,
-            step_noise=step_noise,
-        ))["sample"]
+        return _last(
+            self.ddim_sample_loop_progressive(
+                model,
+                shape,
+                noise=noise,
+                clip_denoised=clip_denoised,
+                denoised_fn=denoised_fn,
+                cond_fn=cond_fn,
+                model_kwargs=model_kwargs,
+                device=device,
+                progress=progress,
+                eta=eta,
+                generator=generator,
+                step_noise=step_noise,
+            )
+        )["sample"]
 
     def ddim_sample_loop_progressive(
         self,
@@ -580,10 +613,12 @@ class GaussianDiffusion:
         step_noise: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Like ddim_sample_loop, but yields ddim_sample's dict at every step."""
-        step_kwargs = dict(clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn,
-                           model_kwargs=model_kwargs, eta=eta)
-        yield from self._loop(self.ddim_sample, model, shape, noise, device, progress, generator, step_noise,
-                              step_kwargs)
+        step_kwargs = dict(
+            clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs, eta=eta
+        )
+        yield from self._loop(
+            self.ddim_sample, model, shape, noise, device, progress, generator, step_noise, step_kwargs
+        )
 
     # ---------------------------------------------------------------- training
     def _vb_terms_bpd(
@@ -602,9 +637,7 @@ class GaussianDiffusion:
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x_start, x_t, t)
         out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
         kl = mean_flat(normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"])) / LOG2  # (N,)
-        nll = -discretized_gaussian_log_likelihood(
-            x_start, means=out["mean"], log_scales=0.5 * out["log_variance"]
-        )
+        nll = -discretized_gaussian_log_likelihood(x_start, means=out["mean"], log_scales=0.5 * out["log_variance"])
         nll = mean_flat(nll) / LOG2  # (N,)
         return {"output": torch.where(t == 0, nll, kl), "pred_xstart": out["pred_xstart"]}
 
@@ -631,8 +664,9 @@ class GaussianDiffusion:
         terms: dict[str, torch.Tensor] = {}
 
         if self.loss_type.is_vb():
-            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False,
-                                               model_kwargs=model_kwargs)["output"]
+            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False, model_kwargs=model_kwargs)[
+                "output"
+            ]
             if self.loss_type == LossType.RESCALED_KL:
                 terms["loss"] = terms["loss"] * self.num_timesteps
             return terms
@@ -643,8 +677,9 @@ class GaussianDiffusion:
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
             B, C = x_t.shape[:2]
             if model_output.shape != (B, 2 * C, *x_t.shape[2:]):
-                raise ValueError(f"learned-variance model must output {2 * C} channels, "
-                                 f"got shape {tuple(model_output.shape)}")
+                raise ValueError(
+                    f"learned-variance model must output {2 * C} channels, got shape {tuple(model_output.shape)}"
+                )
             model_output, var_values = torch.split(model_output, C, dim=1)  # (N, C, ...) each
             frozen = torch.cat([model_output.detach(), var_values], dim=1)  # (N, 2C, ...)
 
@@ -690,8 +725,7 @@ class GaussianDiffusion:
             noise = _noise_like(x_start, generator)
             x_t = self.q_sample(x_start, t, noise=noise)
             with torch.no_grad():
-                out = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=clip_denoised,
-                                         model_kwargs=model_kwargs)
+                out = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
             vb.append(out["output"])
             xstart_mse.append(mean_flat((out["pred_xstart"] - x_start) ** 2))
             eps = self._predict_eps_from_xstart(x_t, t, out["pred_xstart"])

@@ -30,8 +30,7 @@ def normal_kl(
         raise TypeError("normal_kl needs at least one tensor argument")
     logvar1 = torch.as_tensor(logvar1).to(ref)
     logvar2 = torch.as_tensor(logvar2).to(ref)
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +47,9 @@ def discretized_gaussian_log_likelihood(
     x, means, log_scales: (N, ...) of equal shape -> (N, ...).
     """
     if not (x.shape == means.shape == log_scales.shape):
-        raise ValueError(f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, "
-                         f"log_scales {tuple(log_scales.shape)}")
+        raise ValueError(
+            f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, log_scales {tuple(log_scales.shape)}"
+        )
     inv_std = torch.exp(-log_scales)
     centered = x - means
     half_bin = 1.0 / 255.0

@@ -33,10 +33,9 @@ def randn_like_gen(
     generators = list(generator)
     if len(generators) != shape[0]:
         raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}: pass one per image")
-    z = torch.stack([
-        torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32).to(device)
-        for g in generators
-    ])  # (N, ...)
+    z = torch.stack(
+        [torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32).to(device) for g in generators]
+    )  # (N, ...)
     return z.to(dtype=dtype)
 
 

@@ -32,7 +32,7 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
     """
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
-            desired = _parse_counts(section_counts[len("ddim"):])[0]
+            desired = _parse_counts(section_counts[len("ddim") :])[0]
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))
@@ -109,8 +109,9 @@ class SpacedDiffusion(GaussianDiffusion):
 class _WrappedModel:
     """Calls `model(x, timestep_map[t], **kwargs)`; other attributes pass through to the model."""
 
-    def __init__(self, model: Model, timestep_map: Sequence[int], rescale_timesteps: bool,
-                 original_num_steps: int) -> None:
+    def __init__(
+        self, model: Model, timestep_map: Sequence[int], rescale_timesteps: bool, original_num_steps: int
+    ) -> None:
         self.model = model
         self.timestep_map = torch.tensor(timestep_map, dtype=torch.long)  # (T',)
         self.rescale_timesteps = rescale_timesteps

@@ -35,10 +35,27 @@ ADM_CONFIGS = {"uncond": "configs/mini/adm_uncond.json", "cond": "configs/mini/a
 CONTROL_MODES = ("entropy", "confidence", "var", "entropy_sum", "confidence_sum")
 TABLE_MODES = ("first", "second", "sum", "sda")
 COLUMN_OF_MODE = {"first": "source", "second": "projected", "sum": "dda", "sda": "sda"}
-MODEL_FLAG_KEYS = ("image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma", "class_cond",
-                   "attention_resolutions", "num_heads", "num_head_channels", "num_heads_upsample",
-                   "use_scale_shift_norm", "dropout", "resblock_updown", "use_fp16", "use_new_attention_order",
-                   "diffusion_steps", "noise_schedule", "predict_xstart", "predict_v")
+MODEL_FLAG_KEYS = (
+    "image_size",
+    "num_channels",
+    "num_res_blocks",
+    "channel_mult",
+    "learn_sigma",
+    "class_cond",
+    "attention_resolutions",
+    "num_heads",
+    "num_head_channels",
+    "num_heads_upsample",
+    "use_scale_shift_norm",
+    "dropout",
+    "resblock_updown",
+    "use_fp16",
+    "use_new_attention_order",
+    "diffusion_steps",
+    "noise_schedule",
+    "predict_xstart",
+    "predict_v",
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +77,9 @@ class Settings:
     benchmark: str = "digits-32px-C (sklearn digits, CIFAR-10-C severity profile)"
 
 
-QUICK = Settings(images_per_class=3, sampling_steps=10, respacing=10, N=5, test_per_class=1, val_per_class=1,
-                 finetune_epochs=1)
+QUICK = Settings(
+    images_per_class=3, sampling_steps=10, respacing=10, N=5, test_per_class=1, val_per_class=1, finetune_epochs=1
+)
 
 
 def adm_model_flags(which: str) -> dict[str, Any]:
@@ -99,8 +117,7 @@ class Runner:
         f = open(log, "a")
         f.write("$ python " + " ".join(args) + "\n")
         f.flush()
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE, text=True)
         f.close()
         return proc, log
 
@@ -147,29 +164,98 @@ def prepare_data(data: Path, s: Settings, run: Runner) -> dict[str, Path]:
     for split, per_class in (("val", s.val_per_class), ("test", s.test_per_class)):
         sub = stratified_subset(data / split, data / f"{split}{per_class}", per_class)
         c_root = data / f"{split}{per_class}-C"
-        run("data", f"build_c_{split}", ["eval/build_c.py", str(sub), str(c_root), "--profile", "cifar",
-                                         "--format", "png", "--severity", str(s.severity), "--seed", "0"])
+        run(
+            "data",
+            f"build_c_{split}",
+            [
+                "eval/build_c.py",
+                str(sub),
+                str(c_root),
+                "--profile",
+                "cifar",
+                "--format",
+                "png",
+                "--severity",
+                str(s.severity),
+                "--seed",
+                "0",
+            ],
+        )
         out[split], out[f"{split}-C"] = sub, c_root
     return out
 
 
-def align_cmd(s: Settings, assets: Path, base: Path, datatype: str, save_dir: Path, seed: int,
-              corruptions: tuple[str, ...] | None = None) -> list[str]:
-    cmd = ["align/project.py", *adm_flags("uncond"), "--model_path", str(assets / "adm_uncond.pt"),
-           "--base_samples", str(base), "--datatype", datatype, "--save_dir", str(save_dir),
-           "--timestep_respacing", str(s.respacing), "--N", str(s.N), "--D", str(s.D), "--scale", str(s.scale),
-           "--guidance-norm", s.guidance_norm, "--batch_size", str(s.align_batch), "--seed", str(seed),
-           "--lossless", "--device", "cpu"]
+def align_cmd(
+    s: Settings,
+    assets: Path,
+    base: Path,
+    datatype: str,
+    save_dir: Path,
+    seed: int,
+    corruptions: tuple[str, ...] | None = None,
+) -> list[str]:
+    cmd = [
+        "align/project.py",
+        *adm_flags("uncond"),
+        "--model_path",
+        str(assets / "adm_uncond.pt"),
+        "--base_samples",
+        str(base),
+        "--datatype",
+        datatype,
+        "--save_dir",
+        str(save_dir),
+        "--timestep_respacing",
+        str(s.respacing),
+        "--N",
+        str(s.N),
+        "--D",
+        str(s.D),
+        "--scale",
+        str(s.scale),
+        "--guidance-norm",
+        s.guidance_norm,
+        "--batch_size",
+        str(s.align_batch),
+        "--seed",
+        str(seed),
+        "--lossless",
+        "--device",
+        "cpu",
+    ]
     if datatype == "C":
         cmd += ["--corruption", ",".join(corruptions) if corruptions else "all", "--severity", str(s.severity)]
     return cmd
 
 
 def eval_cmd(raw: Path, proj: Path, ft: Path, origin: Path, modes: list[str], out: Path) -> list[str]:
-    return ["eval/test_ensemble.py", CLASSIFIER_CONFIG, str(ft), "--originckpt", str(origin), "--metrics",
-            "accuracy", "--datatype", "C", "--ensemble", ",".join(modes), "--corruption", "all", "--severity",
-            "5", "--data_prefix1", str(raw), "--data_prefix2", str(proj), "--out", str(out), "--device", "cpu",
-            "--num-workers", "0"]
+    return [
+        "eval/test_ensemble.py",
+        CLASSIFIER_CONFIG,
+        str(ft),
+        "--originckpt",
+        str(origin),
+        "--metrics",
+        "accuracy",
+        "--datatype",
+        "C",
+        "--ensemble",
+        ",".join(modes),
+        "--corruption",
+        "all",
+        "--severity",
+        "5",
+        "--data_prefix1",
+        str(raw),
+        "--data_prefix2",
+        str(proj),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+    ]
 
 
 def top1_table(record: dict, mode: str) -> dict[str, float]:
@@ -216,8 +302,10 @@ def claim_folder(out: Path, key: dict[str, Any]) -> None:
             changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
             if "sha256" in changed:
                 changed += sorted(n for n in key["sha256"] if old.get("sha256", {}).get(n) != key["sha256"][n])
-            raise UserError(f"{out} holds a run made with other inputs ({', '.join(changed)} changed); "
-                            f"delete it or choose another --out")
+            raise UserError(
+                f"{out} holds a run made with other inputs ({', '.join(changed)} changed); "
+                f"delete it or choose another --out"
+            )
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, key)
 
@@ -232,11 +320,34 @@ def run_seed(seed: int, s: Settings, out: Path, data: Path, assets: Path, thread
     # Stage 1: gen (class-conditional ADM, pixel space)
     gen_dir = out / "gen"
     cond = json.loads((ROOT / ADM_CONFIGS["cond"]).read_text())
-    run("gen", "gen", ["gen/sample.py", "--model", "ADM", *adm_flags("cond"), "--ckpt", str(assets / "adm_cond.pt"),
-                       "--image-size", str(cond["image_size"]), "--num-classes", str(cond["num_classes"]),
-                       "--num-sampling-steps", str(s.sampling_steps), "--images-per-class",
-                       str(s.images_per_class), "--global-seed", str(seed), "--out-dir", str(gen_dir),
-                       "--per-proc-batch-size", "100", "--device", "cpu"])
+    run(
+        "gen",
+        "gen",
+        [
+            "gen/sample.py",
+            "--model",
+            "ADM",
+            *adm_flags("cond"),
+            "--ckpt",
+            str(assets / "adm_cond.pt"),
+            "--image-size",
+            str(cond["image_size"]),
+            "--num-classes",
+            str(cond["num_classes"]),
+            "--num-sampling-steps",
+            str(s.sampling_steps),
+            "--images-per-class",
+            str(s.images_per_class),
+            "--global-seed",
+            str(seed),
+            "--out-dir",
+            str(gen_dir),
+            "--per-proc-batch-size",
+            "100",
+            "--device",
+            "cpu",
+        ],
+    )
 
     # Stage 2: align: the synthetic set (MoD), the target test set and the validation set, all corruptions.
     # Independent sets run side by side (the test corruptions in two halves).
@@ -245,31 +356,71 @@ def run_seed(seed: int, s: Settings, out: Path, data: Path, assets: Path, thread
     half = (len(CORRUPTIONS) + 1) // 2
     test_a = align_cmd(s, assets, sets["test-C"], "C", out / "test", seed, CORRUPTIONS[:half])
     test_b = align_cmd(s, assets, sets["test-C"], "C", out / "test", seed, CORRUPTIONS[half:])
-    run.parallel("align", [("align_test_a", test_a), ("align_test_b", test_b),
-                           ("align_val", align_cmd(s, assets, sets["val-C"], "C", out / "val", seed)),
-                           ("align_synthetic", align_cmd(s, assets, gen_dir, "D", out, seed)),
-                           ("align_val_clean", align_cmd(s, assets, sets["val"], "D", out / "val_clean", seed))])
+    run.parallel(
+        "align",
+        [
+            ("align_test_a", test_a),
+            ("align_test_b", test_b),
+            ("align_val", align_cmd(s, assets, sets["val-C"], "C", out / "val", seed)),
+            ("align_synthetic", align_cmd(s, assets, gen_dir, "D", out, seed)),
+            ("align_val_clean", align_cmd(s, assets, sets["val"], "D", out / "val_clean", seed)),
+        ],
+    )
 
     # Stage 3: finetune the source classifier on the aligned synthetic set; BN-adapt control
     ft, bn = out / "finetuned.pth", out / "bn_adapt.pth"
     opts = [f"load_from={assets / 'classifier.pth'}", f"randomness.seed={seed}"]
     if s.finetune_epochs is not None:
         opts.append(f"train_cfg.max_epochs={s.finetune_epochs}")
-    run("finetune", "finetune", ["finetune/train.py", CLASSIFIER_CONFIG, "--data-root", str(out / "DiT-Syn"),
-                                 "--work-dir", str(out / "finetune"), "--final-ckpt", str(ft), "--no-validate",
-                                 "--cfg-options", *opts])
-    run("finetune", "bn_adapt", ["finetune/bn_adapt.py", CLASSIFIER_CONFIG, str(assets / "classifier.pth"),
-                                 "--data-root", str(out / "DiT-Syn"), "--out", str(bn)])
+    run(
+        "finetune",
+        "finetune",
+        [
+            "finetune/train.py",
+            CLASSIFIER_CONFIG,
+            "--data-root",
+            str(out / "DiT-Syn"),
+            "--work-dir",
+            str(out / "finetune"),
+            "--final-ckpt",
+            str(ft),
+            "--no-validate",
+            "--cfg-options",
+            *opts,
+        ],
+    )
+    run(
+        "finetune",
+        "bn_adapt",
+        [
+            "finetune/bn_adapt.py",
+            CLASSIFIER_CONFIG,
+            str(assets / "classifier.pth"),
+            "--data-root",
+            str(out / "DiT-Syn"),
+            "--out",
+            str(bn),
+        ],
+    )
 
     # Stage 4: eval. Validation first: it picks the control ensemble; then the test set.
     origin = assets / "classifier.pth"
     modes = [*TABLE_MODES, *CONTROL_MODES]
-    run("eval", "eval_val", eval_cmd(sets["val-C"], out / "val" / "ImageNet-C-Syn", ft, origin, modes,
-                                     out / "eval_val.json"))
-    run("eval", "eval_test", eval_cmd(sets["test-C"], out / "test" / "ImageNet-C-Syn", ft, origin, modes,
-                                      out / "eval_test.json"))
-    run("eval", "eval_test_bn", eval_cmd(sets["test-C"], out / "test" / "ImageNet-C-Syn", bn, origin, ["sda"],
-                                         out / "eval_test_bn_adapt.json"))
+    run(
+        "eval",
+        "eval_val",
+        eval_cmd(sets["val-C"], out / "val" / "ImageNet-C-Syn", ft, origin, modes, out / "eval_val.json"),
+    )
+    run(
+        "eval",
+        "eval_test",
+        eval_cmd(sets["test-C"], out / "test" / "ImageNet-C-Syn", ft, origin, modes, out / "eval_test.json"),
+    )
+    run(
+        "eval",
+        "eval_test_bn",
+        eval_cmd(sets["test-C"], out / "test" / "ImageNet-C-Syn", bn, origin, ["sda"], out / "eval_test_bn_adapt.json"),
+    )
     val = json.loads((out / "eval_val.json").read_text())
     test = json.loads((out / "eval_test.json").read_text())
     best = max(CONTROL_MODES, key=lambda m: top1_table(val, m)["mean"])
@@ -332,36 +483,43 @@ def figures(record: dict, out: Path, gen_dir: Path, test_c: Path, s: Settings) -
 def caption(record: dict, seeds: list[int]) -> str:
     st = record["stage_seconds"] if "stage_seconds" in record else {}
     n = record["n_per_corruption"]
-    return (f"Mini benchmark `{record['benchmark']}`: top-1 (%) on the target-test split, severity 5, "
-            f"{n} images per corruption, seed(s) {','.join(map(str, seeds))}. Columns: Source = source model on "
-            f"raw images; Projected only = source model on DDA projections; DDA = their softmax sum; SDA = source "
-            f"model on raw + fine-tuned model on projected; best ensemble chosen on validation "
-            f"({record.get('best_ensemble_mode')}); BN-adapt = SDA with the fine-tuned model replaced by the source "
-            f"model whose BatchNorm statistics were re-estimated on the aligned synthetic set (no labels)."
-            + (f" Stage seconds (seed {record.get('seed')}): {st}." if st else ""))
+    return (
+        f"Mini benchmark `{record['benchmark']}`: top-1 (%) on the target-test split, severity 5, "
+        f"{n} images per corruption, seed(s) {','.join(map(str, seeds))}. Columns: Source = source model on "
+        f"raw images; Projected only = source model on DDA projections; DDA = their softmax sum; SDA = source "
+        f"model on raw + fine-tuned model on projected; best ensemble chosen on validation "
+        f"({record.get('best_ensemble_mode')}); BN-adapt = SDA with the fine-tuned model replaced by the source "
+        f"model whose BatchNorm statistics were re-estimated on the aligned synthetic set (no labels)."
+        + (f" Stage seconds (seed {record.get('seed')}): {st}." if st else "")
+    )
 
 
-def main_run(seeds: list[int], out: Path, data: Path, assets: Path, quick: bool, threads: int,
-             retrain: bool) -> dict:
+def main_run(seeds: list[int], out: Path, data: Path, assets: Path, quick: bool, threads: int, retrain: bool) -> dict:
     s = QUICK if quick else Settings()
     if quick:
         s = replace(s, benchmark=s.benchmark + " [quick]")
     t0 = time.time()
     if retrain:
-        subprocess.run([sys.executable, "mini/train_sources.py", "--data", str(data), "--assets", str(assets)],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "mini/train_sources.py", "--data", str(data), "--assets", str(assets)],
+            cwd=ROOT,
+            check=True,
+        )
     for name in ("adm_uncond.pt", "adm_cond.pt", "classifier.pth"):
         if not (assets / name).is_file():
-            raise UserError(f"source model {assets / name} is missing; restore assets/mini from git, "
-                            "or run with --retrain-sources")
+            raise UserError(
+                f"source model {assets / name} is missing; restore assets/mini from git, or run with --retrain-sources"
+            )
     records = [run_seed(seed, s, out / f"seed{seed}", data, assets, threads) for seed in seeds]
     if len(records) == 1:
         summary, spread = records[0], None
     else:
         summary, spread = aggregate(records)
-        summary.update(std=spread, per_seed_means={r["seed"]: {k: v["mean"] for k, v in r["methods"].items()}
-                                                   for r in records},
-                       synthetic_accuracy_per_seed=[r["synthetic_accuracy"] for r in records])
+        summary.update(
+            std=spread,
+            per_seed_means={r["seed"]: {k: v["mean"] for k, v in r["methods"].items()} for r in records},
+            synthetic_accuracy_per_seed=[r["synthetic_accuracy"] for r in records],
+        )
     summary = {**summary, "seconds": round(time.time() - t0, 1), "per_seed": [r["seed"] for r in records]}
     table = markdown_table(summary, spread)
     text = caption(records[0], seeds) + "\n\n" + table + "\n"
@@ -372,13 +530,18 @@ def main_run(seeds: list[int], out: Path, data: Path, assets: Path, quick: bool,
         shutil.copyfile(out / f"seed{seeds[0]}" / name, out / name)
     print("\n" + text)
     g = records[0]["gates"]
-    print(f"quality gates (seed {seeds[0]}): (a) source classifier on raw synthetic samples "
-          f"{records[0]['synthetic_accuracy']:.1f}% (min class {min(g['a_synthetic_per_class'].values()):.0f}%, "
-          f"{'PASS' if g['a_pass'] else 'FAIL'} >= 90%); (b) noisy val {g['b_noise_val']['source']:.1f}% -> "
-          f"projected {g['b_noise_val']['projected']:.1f}% ({'PASS' if g['b_pass'] else 'FAIL'}); "
-          f"(c) clean val {g['c_clean_val']['source']:.1f}% -> projected {g['c_clean_val']['projected']:.1f}%")
+    print(
+        f"quality gates (seed {seeds[0]}): (a) source classifier on raw synthetic samples "
+        f"{records[0]['synthetic_accuracy']:.1f}% (min class {min(g['a_synthetic_per_class'].values()):.0f}%, "
+        f"{'PASS' if g['a_pass'] else 'FAIL'} >= 90%); (b) noisy val {g['b_noise_val']['source']:.1f}% -> "
+        f"projected {g['b_noise_val']['projected']:.1f}% ({'PASS' if g['b_pass'] else 'FAIL'}); "
+        f"(c) clean val {g['c_clean_val']['source']:.1f}% -> projected {g['c_clean_val']['projected']:.1f}%"
+    )
     for r in records:
-        print(f"time (seed {r['seed']}): " + ", ".join(f"{k} {v:.0f}s" for k, v in r["stage_seconds"].items())
-              + f"; total {r['seconds']:.0f}s")
+        print(
+            f"time (seed {r['seed']}): "
+            + ", ".join(f"{k} {v:.0f}s" for k, v in r["stage_seconds"].items())
+            + f"; total {r['seconds']:.0f}s"
+        )
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}, grids in {out}")
     return summary

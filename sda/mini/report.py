@@ -34,8 +34,7 @@ def markdown_table(results: dict, spread: dict | None = None) -> str:
     """Rows: corruptions then the mean; columns: methods. ``spread`` adds ``± std`` per cell."""
     cols = method_columns(results)
     rows = [c for c in results["methods"]["source"] if c != "mean"] + ["mean"]
-    lines = ["| corruption | " + " | ".join(t for _, t in cols) + " |",
-             "|---|" + "---:|" * len(cols)]
+    lines = ["| corruption | " + " | ".join(t for _, t in cols) + " |", "|---|" + "---:|" * len(cols)]
     for r in rows:
         cells = []
         for k, _ in cols:

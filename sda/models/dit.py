@@ -154,8 +154,9 @@ class LabelEmbedder(nn.Module):
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
 
-    def token_drop(self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+    def token_drop(
+        self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Replace dropped labels by the null class (random with ``dropout_prob``, or where force_drop_ids == 1)."""
         if force_drop_ids is None:
             drop = torch.rand(labels.shape[0], generator=generator).to(labels.device) < self.dropout_prob  # (N,)
@@ -288,8 +289,9 @@ class DiT(nn.Module):
         x = self.final_layer(x, c)  # (N, T, p * p * C_out)
         return self.unpatchify(x)  # (N, C_out, H, W)
 
-    def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float,
-                         cfg_channels: CfgChannels = "3") -> torch.Tensor:
+    def forward_with_cfg(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, cfg_channels: CfgChannels = "3"
+    ) -> torch.Tensor:
         """Classifier-free guidance on a doubled batch: x = [x_c; x_u], y = [labels; null class].
 
         Only the first half of x is used (both halves are predicted from it); the guided epsilon
@@ -331,10 +333,18 @@ DiT_S_8 = _config(12, 384, 8, 6)
 
 # User-facing names -> constructors taking (input_size, num_classes, in_channels, learn_sigma, class_dropout_prob).
 DiT_models: dict[str, Callable[..., DiT]] = {
-    "DiT-XL/2": DiT_XL_2, "DiT-XL/4": DiT_XL_4, "DiT-XL/8": DiT_XL_8,
-    "DiT-L/2": DiT_L_2, "DiT-L/4": DiT_L_4, "DiT-L/8": DiT_L_8,
-    "DiT-B/2": DiT_B_2, "DiT-B/4": DiT_B_4, "DiT-B/8": DiT_B_8,
-    "DiT-S/2": DiT_S_2, "DiT-S/4": DiT_S_4, "DiT-S/8": DiT_S_8,
+    "DiT-XL/2": DiT_XL_2,
+    "DiT-XL/4": DiT_XL_4,
+    "DiT-XL/8": DiT_XL_8,
+    "DiT-L/2": DiT_L_2,
+    "DiT-L/4": DiT_L_4,
+    "DiT-L/8": DiT_L_8,
+    "DiT-B/2": DiT_B_2,
+    "DiT-B/4": DiT_B_4,
+    "DiT-B/8": DiT_B_8,
+    "DiT-S/2": DiT_S_2,
+    "DiT-S/4": DiT_S_4,
+    "DiT-S/8": DiT_S_8,
 }
 
 
@@ -352,8 +362,10 @@ def build_dit(name: str, **kwargs) -> DiT:
         return DiT_models[name](**kwargs)
     m = CUSTOM_NAME.fullmatch(name)
     if m is None:
-        raise UserError(f"unknown DiT model {name!r}; choose one of {', '.join(DiT_models)} "
-                        "or a custom size DiT-d<depth>w<width>h<heads>/<patch>")
+        raise UserError(
+            f"unknown DiT model {name!r}; choose one of {', '.join(DiT_models)} "
+            "or a custom size DiT-d<depth>w<width>h<heads>/<patch>"
+        )
     depth, width, heads, patch = (int(v) for v in m.groups())
     if width % 4 or width % heads:
         raise UserError(f"{name}: the width must be divisible by 4 and by the number of heads")

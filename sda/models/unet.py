@@ -182,13 +182,23 @@ class UNetModel(nn.Module):
 
         def res_block(ch_in: int, ch_out: int, up: bool = False, down: bool = False) -> ResBlock:
             return ResBlock(
-                ch_in, time_embed_dim, dropout, out_channels=ch_out, dims=dims,
-                use_checkpoint=use_checkpoint, use_scale_shift_norm=use_scale_shift_norm, up=up, down=down,
+                ch_in,
+                time_embed_dim,
+                dropout,
+                out_channels=ch_out,
+                dims=dims,
+                use_checkpoint=use_checkpoint,
+                use_scale_shift_norm=use_scale_shift_norm,
+                up=up,
+                down=down,
             )
 
         def attention(ch: int, heads: int) -> AttentionBlock:
             return AttentionBlock(
-                ch, num_heads=heads, num_head_channels=num_head_channels, use_checkpoint=use_checkpoint,
+                ch,
+                num_heads=heads,
+                num_head_channels=num_head_channels,
+                use_checkpoint=use_checkpoint,
                 use_new_attention_order=use_new_attention_order,
             )
 
@@ -207,7 +217,8 @@ class UNetModel(nn.Module):
                 skip_chans.append(ch)
             if level != len(channel_mult) - 1:
                 down = (
-                    res_block(ch, ch, down=True) if resblock_updown
+                    res_block(ch, ch, down=True)
+                    if resblock_updown
                     else Downsample(ch, conv_resample, dims=dims, out_channels=ch)
                 )
                 self.input_blocks.append(TimestepEmbedSequential(down))
@@ -226,7 +237,8 @@ class UNetModel(nn.Module):
                     layers.append(attention(ch, num_heads_upsample))
                 if level and i == num_res_blocks:
                     layers.append(
-                        res_block(ch, ch, up=True) if resblock_updown
+                        res_block(ch, ch, up=True)
+                        if resblock_updown
                         else Upsample(ch, conv_resample, dims=dims, out_channels=ch)
                     )
                     ds //= 2

@@ -83,7 +83,7 @@ def extract_state_dict(obj: Any, keys: tuple[str, ...] = STATE_DICT_KEYS) -> dic
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError("checkpoint holds no state dict (expected tensors, or a dict with 'ema'/'state_dict'/'model')")
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return dict(sd)
 
 
@@ -100,6 +100,7 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], wha
     """``load_state_dict(strict=True)`` with one readable error naming ``what`` and the mismatch."""
     missing, unexpected, shapes = state_dict_mismatch(model, sd)
     if missing or unexpected or shapes:
+
         def few(xs: list) -> str:
             return ", ".join(map(str, xs[:5])) + (f" (+{len(xs) - 5} more)" if len(xs) > 5 else "")
 

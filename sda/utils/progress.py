@@ -11,8 +11,9 @@ from tqdm import tqdm
 from sda.utils.dist import is_main
 
 
-def progress(iterable: Iterable | None = None, total: int | None = None, desc: str | None = None,
-             **kwargs: Any) -> tqdm:
+def progress(
+    iterable: Iterable | None = None, total: int | None = None, desc: str | None = None, **kwargs: Any
+) -> tqdm:
     disable = not is_main() or os.environ.get("SDA_NO_PROGRESS") == "1"
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, **kwargs)
 

@@ -11,8 +11,17 @@ from PIL import Image
 from sda.models.unet import create_model
 
 # Flags as the CLI takes them (image_size 16 keeps every test fast; D=4 divides it).
-TINY_FLAGS = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
-                  learn_sigma=True, num_head_channels=16, resblock_updown=True, use_scale_shift_norm=True)
+TINY_FLAGS = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    attention_resolutions="8",
+    learn_sigma=True,
+    num_head_channels=16,
+    resblock_updown=True,
+    use_scale_shift_norm=True,
+)
 FAST = dict(N=2, D=4, scale=6.0, batch_size=4)
 
 
@@ -33,8 +42,15 @@ def write_images(folder: Path, names: list[str], seed: int = 0, size: tuple[int,
         Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / n)
 
 
-def make_layout(root: Path, datatype: str, corruptions=("gaussian_noise",), severities=(5,),
-                per_class: int = 2, classes=("n01", "n02"), ext: str = ".JPEG") -> list[str]:
+def make_layout(
+    root: Path,
+    datatype: str,
+    corruptions=("gaussian_noise",),
+    severities=(5,),
+    per_class: int = 2,
+    classes=("n01", "n02"),
+    ext: str = ".JPEG",
+) -> list[str]:
     """Build a D/C/W input tree under root; returns the relative input paths (to root)."""
     rels = []
     if datatype == "C":

@@ -35,5 +35,3 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny_adm.pt"
     torch.save(tiny_unet().state_dict(), path)
     return path
-
-

@@ -24,10 +24,40 @@ def cli_flags(checkpoint: Path, base: Path, out: Path, datatype: str, *extra: st
     model_flags = []
     for k, v in TINY_FLAGS.items():
         model_flags += [f"--{k}", str(v)]
-    return [*model_flags, "--class_cond", "False", "--diffusion_steps", "1000", "--noise_schedule", "linear",
-            "--use_fp16", "True", "--batch_size", "3", "--num_samples", "50000", "--timestep_respacing", "4",
-            "--model_path", str(checkpoint), "--base_samples", str(base), "--D", "4", "--N", "2", "--scale", "6",
-            "--datatype", datatype, "--save_dir", str(out), "--device", "cpu", *extra]
+    return [
+        *model_flags,
+        "--class_cond",
+        "False",
+        "--diffusion_steps",
+        "1000",
+        "--noise_schedule",
+        "linear",
+        "--use_fp16",
+        "True",
+        "--batch_size",
+        "3",
+        "--num_samples",
+        "50000",
+        "--timestep_respacing",
+        "4",
+        "--model_path",
+        str(checkpoint),
+        "--base_samples",
+        str(base),
+        "--D",
+        "4",
+        "--N",
+        "2",
+        "--scale",
+        "6",
+        "--datatype",
+        datatype,
+        "--save_dir",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def run_in_process(argv: list[str], monkeypatch) -> None:
@@ -40,8 +70,18 @@ def run_in_process(argv: list[str], monkeypatch) -> None:
 
 def test_cli_reference_flags_c_layout_and_grid(tmp_path: Path, checkpoint: Path, monkeypatch) -> None:
     rels = make_layout(tmp_path / "in", "C", corruptions=("gaussian_noise",), severities=(5,))
-    argv = cli_flags(checkpoint, tmp_path / "in", tmp_path / "data", "C", "--corruption", "gaussian_noise",
-                     "--severity", "5", "--grid", str(tmp_path / "grid.png"))
+    argv = cli_flags(
+        checkpoint,
+        tmp_path / "in",
+        tmp_path / "data",
+        "C",
+        "--corruption",
+        "gaussian_noise",
+        "--severity",
+        "5",
+        "--grid",
+        str(tmp_path / "grid.png"),
+    )
     run_in_process(argv, monkeypatch)
     assert list_images(tmp_path / "data" / "ImageNet-C-Syn") == sorted(rels)
     with Image.open(tmp_path / "grid.png") as grid:
@@ -67,8 +107,17 @@ def test_torchrun_three_ranks_project_each_image_once(tmp_path: Path, checkpoint
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_port", str(port),
-           str(ENTRY), *cli_flags(checkpoint, tmp_path / "in", tmp_path / "data", "D")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "3",
+        "--master_port",
+        str(port),
+        str(ENTRY),
+        *cli_flags(checkpoint, tmp_path / "in", tmp_path / "data", "D"),
+    ]
     res = run_tree(cmd, cwd=REPO, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
     assert res.returncode == 0, res.stderr[-2000:]
     root = tmp_path / "data" / "DiT-Syn"

@@ -29,7 +29,7 @@ def test_center_crop_matches_the_reference_steps() -> None:
     step = img.resize((250, 150), Image.BOX).resize((125, 75), Image.BOX)
     step = np.array(step.resize((round(125 * 64 / 75), 64), Image.BICUBIC))
     left = (step.shape[1] - 64) // 2
-    assert out.shape == (64, 64, 3) and np.array_equal(out, step[:, left:left + 64])
+    assert out.shape == (64, 64, 3) and np.array_equal(out, step[:, left : left + 64])
     small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
     assert np.array_equal(center_crop_arr(small, 16), np.array(small))  # already the size: unchanged
 
@@ -42,8 +42,17 @@ def test_load_image_range_and_grayscale(tmp_path: Path) -> None:
 
 def test_layout_c_several_corruptions_and_severities(tmp_path: Path, model, diffusion) -> None:
     rels = make_layout(tmp_path / "in", "C", corruptions=("fog", "snow"), severities=(3, 5))
-    summary = project_folder(model, diffusion, base_samples=tmp_path / "in", save_dir=tmp_path / "out",
-                             datatype="C", image_size=16, corruptions="fog,snow", severities="3,5", **FAST)
+    summary = project_folder(
+        model,
+        diffusion,
+        base_samples=tmp_path / "in",
+        save_dir=tmp_path / "out",
+        datatype="C",
+        image_size=16,
+        corruptions="fog,snow",
+        severities="3,5",
+        **FAST,
+    )
     root = tmp_path / "out" / "ImageNet-C-Syn"
     assert outputs(root) == sorted(rels) and summary["images"] == len(rels) == 16
     manifest = json.loads((root / "fog" / "3" / "align_manifest.json").read_text())
@@ -54,21 +63,31 @@ def test_layout_c_several_corruptions_and_severities(tmp_path: Path, model, diff
 
 def test_layout_w_and_d_and_formats(tmp_path: Path, model, diffusion) -> None:
     rels = make_layout(tmp_path / "inW", "W")
-    project_folder(model, diffusion, base_samples=tmp_path / "inW", save_dir=tmp_path / "out", datatype="W",
-                   image_size=16, **FAST)
+    project_folder(
+        model, diffusion, base_samples=tmp_path / "inW", save_dir=tmp_path / "out", datatype="W", image_size=16, **FAST
+    )
     assert outputs(tmp_path / "out" / "ImageNet-W-Syn") == sorted(rels)
 
     write_images(tmp_path / "inD" / "0000", ["000000.png", "000001.png"])
     write_images(tmp_path / "inD" / "0001", ["000002.png", "000003.JPEG"])
-    project_folder(model, diffusion, base_samples=tmp_path / "inD", save_dir=tmp_path / "out", datatype="D",
-                   image_size=16, **FAST)
+    project_folder(
+        model, diffusion, base_samples=tmp_path / "inD", save_dir=tmp_path / "out", datatype="D", image_size=16, **FAST
+    )
     d_root = tmp_path / "out" / "DiT-Syn"
     assert outputs(d_root) == ["0000/000000.png", "0000/000001.png", "0001/000002.png", "0001/000003.JPEG"]
     with Image.open(d_root / "0001/000003.JPEG") as a, Image.open(d_root / "0000/000000.png") as b:
         assert a.format == "JPEG" and b.format == "PNG"
 
-    project_folder(model, diffusion, base_samples=tmp_path / "inD", save_dir=tmp_path / "lossless", datatype="D",
-                   image_size=16, lossless=True, **FAST)
+    project_folder(
+        model,
+        diffusion,
+        base_samples=tmp_path / "inD",
+        save_dir=tmp_path / "lossless",
+        datatype="D",
+        image_size=16,
+        lossless=True,
+        **FAST,
+    )
     lossless = tmp_path / "lossless" / "DiT-Syn"
     assert outputs(lossless) == ["0000/000000.png", "0000/000001.png", "0001/000002.png", "0001/000003.png"]
     with Image.open(lossless / "0001/000003.png") as im:
@@ -79,8 +98,12 @@ def test_num_samples_caps_each_set(tmp_path: Path) -> None:
     make_layout(tmp_path / "in", "C", corruptions=("fog", "snow"), per_class=3)
     sets = image_sets(tmp_path / "in", tmp_path / "out", "C", ["fog", "snow"], [5])
     jobs = discover_jobs(sets, num_samples=4)
-    assert [j.key for j in jobs][:4] == ["fog/5/n01/img0.JPEG", "fog/5/n01/img1.JPEG", "fog/5/n01/img2.JPEG",
-                                         "fog/5/n02/img0.JPEG"]
+    assert [j.key for j in jobs][:4] == [
+        "fog/5/n01/img0.JPEG",
+        "fog/5/n01/img1.JPEG",
+        "fog/5/n01/img2.JPEG",
+        "fog/5/n02/img0.JPEG",
+    ]
     assert len(jobs) == 8
 
 
@@ -89,11 +112,21 @@ def test_exactly_once_over_three_ranks(tmp_path: Path, model, diffusion, monkeyp
     write_images(tmp_path / "in" / "b", [f"{k}.png" for k in range(4)])
     writes: list[str] = []
     real_save = align_data.save_image
-    monkeypatch.setattr(align_data, "save_image", lambda img, path, **kw: (writes.append(str(path)),
-                                                                          real_save(img, path, **kw)))
+    monkeypatch.setattr(
+        align_data, "save_image", lambda img, path, **kw: (writes.append(str(path)), real_save(img, path, **kw))
+    )
     for rank in range(3):  # simulated ranks without a process group, one after another
-        project_folder(model, diffusion, base_samples=tmp_path / "in", save_dir=tmp_path / "out", datatype="D",
-                       image_size=16, rank=rank, world_size=3, **FAST)
+        project_folder(
+            model,
+            diffusion,
+            base_samples=tmp_path / "in",
+            save_dir=tmp_path / "out",
+            datatype="D",
+            image_size=16,
+            rank=rank,
+            world_size=3,
+            **FAST,
+        )
     assert len(writes) == 10 and len(set(writes)) == 10
     assert len(outputs(tmp_path / "out" / "DiT-Syn")) == 10
 
@@ -129,8 +162,7 @@ def test_resume_after_interruption(tmp_path: Path, model, diffusion, monkeypatch
 
 def test_sample_norm_results_do_not_depend_on_ranks(tmp_path: Path, model, diffusion) -> None:
     make_layout(tmp_path / "in", "W", per_class=3)
-    kw = dict(base_samples=tmp_path / "in", datatype="W", image_size=16, guidance_norm="sample", lossless=True,
-              **FAST)
+    kw = dict(base_samples=tmp_path / "in", datatype="W", image_size=16, guidance_norm="sample", lossless=True, **FAST)
     project_folder(model, diffusion, save_dir=tmp_path / "one", **kw)
     for rank in range(2):
         project_folder(model, diffusion, save_dir=tmp_path / "two", rank=rank, world_size=2, **kw)
@@ -140,16 +172,28 @@ def test_sample_norm_results_do_not_depend_on_ranks(tmp_path: Path, model, diffu
         assert np.abs(a - b).max() <= 1
 
 
-@pytest.mark.parametrize("datatype,make,expect", [
-    ("C", lambda r: make_layout(r, "C", corruptions=("fog",), severities=(3,)), r"<corruption>/<severity>/<wnid>"),
-    ("W", lambda r: write_images(r / "n01", ["a.JPEG"]), r"<base_samples>/val/<wnid>"),
-    ("D", lambda r: write_images(r, ["a.png"]), r"no images"),
-])
+@pytest.mark.parametrize(
+    "datatype,make,expect",
+    [
+        ("C", lambda r: make_layout(r, "C", corruptions=("fog",), severities=(3,)), r"<corruption>/<severity>/<wnid>"),
+        ("W", lambda r: write_images(r / "n01", ["a.JPEG"]), r"<base_samples>/val/<wnid>"),
+        ("D", lambda r: write_images(r, ["a.png"]), r"no images"),
+    ],
+)
 def test_wrong_layout_is_a_clear_error(tmp_path: Path, model, diffusion, datatype, make, expect) -> None:
     make(tmp_path / "in")
     with pytest.raises(UserError, match=expect):
-        project_folder(model, diffusion, base_samples=tmp_path / "in", save_dir=tmp_path / "out",
-                       datatype=datatype, image_size=16, corruptions="fog", severities="5", **FAST)
+        project_folder(
+            model,
+            diffusion,
+            base_samples=tmp_path / "in",
+            save_dir=tmp_path / "out",
+            datatype=datatype,
+            image_size=16,
+            corruptions="fog",
+            severities="5",
+            **FAST,
+        )
 
 
 def test_bad_settings_are_user_errors(tmp_path: Path, model, diffusion) -> None:
@@ -167,5 +211,12 @@ def test_bad_settings_are_user_errors(tmp_path: Path, model, diffusion) -> None:
 def test_refuses_to_overwrite_its_inputs(tmp_path: Path, model, diffusion) -> None:
     write_images(tmp_path / "data" / "DiT-Syn" / "0000", ["000000.png"])
     with pytest.raises(UserError, match="replace the inputs"):
-        project_folder(model, diffusion, base_samples=tmp_path / "data" / "DiT-Syn", save_dir=tmp_path / "data",
-                       datatype="D", image_size=16, **FAST)
+        project_folder(
+            model,
+            diffusion,
+            base_samples=tmp_path / "data" / "DiT-Syn",
+            save_dir=tmp_path / "data",
+            datatype="D",
+            image_size=16,
+            **FAST,
+        )

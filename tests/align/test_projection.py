@@ -100,8 +100,16 @@ def test_matches_reference_loop_and_explicit_noise() -> None:
     by_noise = project(model, diffusion, ref, N=5, D=4, scale=6.0, noise=noises[0], step_noise=noises[1:])
     assert torch.equal(by_gen, by_noise)
     assert torch.allclose(by_gen, expected, atol=1e-5), (by_gen - expected).abs().max()
-    slow = project(model, diffusion, ref, N=5, D=4, scale=6.0, generator=gens(3, base=7),
-                   lowpass=lambda x: lowpass_resize_right(x, 4))
+    slow = project(
+        model,
+        diffusion,
+        ref,
+        N=5,
+        D=4,
+        scale=6.0,
+        generator=gens(3, base=7),
+        lowpass=lambda x: lowpass_resize_right(x, 4),
+    )
     assert torch.allclose(slow, expected, atol=1e-6)
 
 

@@ -17,8 +17,11 @@ def _np_nll(x, mean, log_scale):
     inv = np.exp(-log_scale)
     hi = _ncdf(inv * (x - mean + 1 / 255))
     lo = _ncdf(inv * (x - mean - 1 / 255))
-    lp = np.where(x < -0.999, np.log(np.maximum(hi, 1e-12)),
-                  np.where(x > 0.999, np.log(np.maximum(1 - lo, 1e-12)), np.log(np.maximum(hi - lo, 1e-12))))
+    lp = np.where(
+        x < -0.999,
+        np.log(np.maximum(hi, 1e-12)),
+        np.where(x > 0.999, np.log(np.maximum(1 - lo, 1e-12)), np.log(np.maximum(hi - lo, 1e-12))),
+    )
     return -lp
 
 
@@ -39,7 +42,7 @@ def test_hybrid_loss(rescale):
     d = create_diffusion("", rescale_learned_sigmas=rescale)
     model = Dummy()
     g = torch.Generator().manual_seed(0)
-    x0 = (torch.randint(0, 256, (2, 3, 4, 4), generator=g).float() / 127.5 - 1)  # 8-bit data in [-1, 1]
+    x0 = torch.randint(0, 256, (2, 3, 4, 4), generator=g).float() / 127.5 - 1  # 8-bit data in [-1, 1]
     noise = torch.randn(2, 3, 4, 4, generator=g)
     t = torch.tensor([0, 300])
     terms = d.training_losses(model, x0, t, noise=noise)
@@ -81,7 +84,8 @@ def test_rescaled_mse_scales_vb_with_respaced_steps():
     t = torch.tensor([3, 7])
     plain = create_diffusion("", diffusion_steps=100).training_losses(Dummy(), x0, t, noise=noise)
     resc = create_diffusion("", diffusion_steps=100, rescale_learned_sigmas=True).training_losses(
-        Dummy(), x0, t, noise=noise)
+        Dummy(), x0, t, noise=noise
+    )
     torch.testing.assert_close(resc["vb"], plain["vb"] * 0.1)
     torch.testing.assert_close(resc["mse"], plain["mse"])
 
@@ -146,8 +150,9 @@ def test_v_prediction_known_answers():
     # where eps-prediction amplifies a model error by sqrt(1 / abar - 1) at high noise, v shrinks it
     err = 0.01
     bad_v = d.p_mean_variance(lambda x, tt: _Oracle(d, x0, "v")(x, tt) + err, x_t, t, clip_denoised=False)
-    bad_eps = create_diffusion("").p_mean_variance(lambda x, tt: _Oracle(d, x0, "eps")(x, tt) + err, x_t, t,
-                                                   clip_denoised=False)
+    bad_eps = create_diffusion("").p_mean_variance(
+        lambda x, tt: _Oracle(d, x0, "eps")(x, tt) + err, x_t, t, clip_denoised=False
+    )
     gap_v = (bad_v["pred_xstart"] - x0).abs().amax().item()
     gap_eps = (bad_eps["pred_xstart"][2] - x0[2]).abs().amax().item()
     assert gap_v <= err + 1e-5 and gap_eps > 100 * err

@@ -31,8 +31,10 @@ def test_q_sample_statistics():
     np.testing.assert_allclose(mean, 0.5 * np.sqrt(acp), atol=0.01)
     np.testing.assert_allclose(std, np.sqrt(1 - acp), rtol=0.02, atol=1e-3)
     noise = torch.randn(4, 3, 128, 128)
-    expect = torch.from_numpy(np.sqrt(acp)).float().view(-1, 1, 1, 1) * x0 + torch.from_numpy(
-        np.sqrt(1 - acp)).float().view(-1, 1, 1, 1) * noise
+    expect = (
+        torch.from_numpy(np.sqrt(acp)).float().view(-1, 1, 1, 1) * x0
+        + torch.from_numpy(np.sqrt(1 - acp)).float().view(-1, 1, 1, 1) * noise
+    )
     torch.testing.assert_close(d.q_sample(x0, t, noise=noise), expect)
 
 
@@ -103,8 +105,10 @@ def test_randn_like_gen_and_timesteps():
         randn_like_gen((3, 3), _gens([1, 2]), "cpu")
     t = sample_timesteps(64, 10, torch.Generator().manual_seed(0))
     assert t.dtype == torch.long and t.min() >= 0 and t.max() < 10
-    assert torch.equal(sample_timesteps(2, 1000, _gens([3, 4])), torch.cat(
-        [sample_timesteps(1, 1000, _gens([3])), sample_timesteps(1, 1000, _gens([4]))]))
+    assert torch.equal(
+        sample_timesteps(2, 1000, _gens([3, 4])),
+        torch.cat([sample_timesteps(1, 1000, _gens([3])), sample_timesteps(1, 1000, _gens([4]))]),
+    )
 
 
 def test_global_rng_path_is_reproducible():

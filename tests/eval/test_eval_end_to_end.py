@@ -126,8 +126,14 @@ def _expected(root: Path, sub: str, cfg, orig_ckpt, ft_ckpt):
                 a, b = o1.var(), o2.var()
                 w1 = torch.exp(a) / (torch.exp(a) + torch.exp(b))
                 fused = p(orig, w1 * x1 + (1 - w1) * x2)
-                preds = {"first": o1, "second": o2, "sum": o1 + o2, "sda": o1 + f2,
-                         "entropy": o2 if H(o1) >= H(o2) else o1, "var_fuse": fused}
+                preds = {
+                    "first": o1,
+                    "second": o2,
+                    "sum": o1 + o2,
+                    "sda": o1 + f2,
+                    "entropy": o2 if H(o1) >= H(o2) else o1,
+                    "var_fuse": fused,
+                }
                 for k, s in preds.items():
                     hits[k].append(int(s.argmax()) == label)
     return {k: 100.0 * sum(v) / len(v) for k, v in hits.items()}
@@ -136,9 +142,29 @@ def _expected(root: Path, sub: str, cfg, orig_ckpt, ft_ckpt):
 def _run(setup, datatype, extra=(), modes="first,second,sum,sda,entropy,var_fuse"):
     tmp, cfg, orig, ft = setup
     root = tmp / datatype
-    argv = [cfg, ft, "--originckpt", orig, "--metrics", "accuracy", "--datatype", datatype,
-            "--ensemble", modes, "--data_prefix1", str(root / "raw"), "--data_prefix2", str(root / "proj"),
-            "--device", "cpu", "--num-workers", "0", "--batch-size", "3", *extra]
+    argv = [
+        cfg,
+        ft,
+        "--originckpt",
+        orig,
+        "--metrics",
+        "accuracy",
+        "--datatype",
+        datatype,
+        "--ensemble",
+        modes,
+        "--data_prefix1",
+        str(root / "raw"),
+        "--data_prefix2",
+        str(root / "proj"),
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "3",
+        *extra,
+    ]
     if datatype == "C":
         argv += ["--corruption", ",".join(CORRS), "--severity", "5"]
     return entry.main(argv)
@@ -195,8 +221,22 @@ def test_pairing_errors_and_allow_missing(setup, tmp_path):
     shutil.copytree(tmp / "W", root)
     (root / "proj" / "val" / "n002" / "n002_1.png").unlink()
     _image(np.random.RandomState(5)).save(root / "proj" / "val" / "n003" / "extra.png")
-    base = [cfg, ft, "--originckpt", orig, "--datatype", "W", "--data_prefix1", str(root / "raw"),
-            "--data_prefix2", str(root / "proj"), "--device", "cpu", "--num-workers", "0"]
+    base = [
+        cfg,
+        ft,
+        "--originckpt",
+        orig,
+        "--datatype",
+        "W",
+        "--data_prefix1",
+        str(root / "raw"),
+        "--data_prefix2",
+        str(root / "proj"),
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+    ]
     with pytest.raises(UserError, match=r"n002/n002_1\.png.*n003/extra\.png"):
         entry.main(base)
     rec = entry.main(base + ["--allow-missing", "--ensemble", "sda"])
@@ -206,8 +246,18 @@ def test_pairing_errors_and_allow_missing(setup, tmp_path):
 
 def test_user_errors(setup):
     tmp, cfg, orig, ft = setup
-    base = [cfg, ft, "--originckpt", orig, "--data_prefix1", str(tmp / "C" / "raw"),
-            "--data_prefix2", str(tmp / "C" / "proj"), "--device", "cpu"]
+    base = [
+        cfg,
+        ft,
+        "--originckpt",
+        orig,
+        "--data_prefix1",
+        str(tmp / "C" / "raw"),
+        "--data_prefix2",
+        str(tmp / "C" / "proj"),
+        "--device",
+        "cpu",
+    ]
     with pytest.raises(UserError, match="valid names: all, gaussian_noise"):
         entry.main(base + ["--corruption", "gausian_noise"])
     with pytest.raises(UserError, match="unknown ensemble mode"):
@@ -222,11 +272,39 @@ def test_two_gloo_ranks_match_single_process(setup, tmp_path, run_tree):
     tmp, cfg, orig, ft = setup
     single = _run(setup, "C", modes="all")
     out = tmp_path / "dist.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "eval" / "test_ensemble.py"), cfg, ft, "--originckpt", orig, "--datatype", "C",
-           "--ensemble", "all", "--corruption", ",".join(CORRS), "--data_prefix1", str(tmp / "C" / "raw"),
-           "--data_prefix2", str(tmp / "C" / "proj"), "--device", "cpu", "--num-workers", "0",
-           "--batch-size", "2", "--launcher", "pytorch", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "eval" / "test_ensemble.py"),
+        cfg,
+        ft,
+        "--originckpt",
+        orig,
+        "--datatype",
+        "C",
+        "--ensemble",
+        "all",
+        "--corruption",
+        ",".join(CORRS),
+        "--data_prefix1",
+        str(tmp / "C" / "raw"),
+        "--data_prefix2",
+        str(tmp / "C" / "proj"),
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--launcher",
+        "pytorch",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", SDA_NO_PROGRESS="1")
     r = run_tree(cmd, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
     assert r.returncode == 0, r.stderr[-3000:]

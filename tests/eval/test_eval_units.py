@@ -10,8 +10,7 @@ from sda.utils.errors import UserError
 
 
 def test_label_rank_is_topk_position():
-    s = torch.tensor([[0.1, 0.5, 0.2, 0.05, 0.05, 0.04, 0.06],
-                      [0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2]])
+    s = torch.tensor([[0.1, 0.5, 0.2, 0.05, 0.05, 0.04, 0.06], [0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2]])
     # row 0: order 1, 2, 0, 6, {3,4}, 5 -> label 0 at position 2; row 1: label 6 at position 1
     assert ev._label_rank(s, torch.tensor([0, 6]), 5).tolist() == [2, 1]
     # label 5 of row 0 (the smallest score) is outside the top 5 -> k

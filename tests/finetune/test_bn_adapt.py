@@ -48,9 +48,22 @@ def test_cli_writes_loadable_checkpoint(tmp_path):
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i:06d}.png")
     cfg = TINY  # the mini benchmark's classifier config; it carries the test pipeline
-    r = subprocess.run([sys.executable, str(ROOT / "finetune" / "bn_adapt.py"), str(cfg), str(tmp_path / "src.pth"),
-                        "--data-root", str(tmp_path / "syn"), "--out", str(tmp_path / "bn.pth"), "--batch-size", "4"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "finetune" / "bn_adapt.py"),
+            str(cfg),
+            str(tmp_path / "src.pth"),
+            "--data-root",
+            str(tmp_path / "syn"),
+            "--out",
+            str(tmp_path / "bn.pth"),
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     ck = safe_load(tmp_path / "bn.pth")
     assert ck["meta"]["bn_adapt"]["images"] == 6
@@ -59,7 +72,18 @@ def test_cli_writes_loadable_checkpoint(tmp_path):
     assert changed, "BN statistics did not change"
     adapted = build_classifier_from_config(TINY, tmp_path / "bn.pth")
     assert adapted is not None
-    r = subprocess.run([sys.executable, str(ROOT / "finetune" / "bn_adapt.py"), str(cfg), str(tmp_path / "src.pth"),
-                        "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pth")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "finetune" / "bn_adapt.py"),
+            str(cfg),
+            str(tmp_path / "src.pth"),
+            "--data-root",
+            str(tmp_path / "nothing"),
+            "--out",
+            str(tmp_path / "x.pth"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "error:" in r.stderr and not (tmp_path / "x.pth").exists()

@@ -11,8 +11,9 @@ from sda.classifiers import PAPER_MODELS, build_classifier, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # files starting with "_" are shared recipe fragments, not runnable configs
-ALL_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("[!_]*.py")) + sorted((ROOT / "configs" / "mini").glob(
-    "classifier_*.py"))
+ALL_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("[!_]*.py")) + sorted(
+    (ROOT / "configs" / "mini").glob("classifier_*.py")
+)
 CKPT = {
     "ResNet50": "resnet50_8xb32_in1k_20210831-ea4938fc.pth",
     "SwinT": "swin_tiny_224_b16x64_300e_imagenet_20210616_090925-66df6be6.pth",
@@ -79,10 +80,21 @@ def test_paper_recipe(name):
     assert cfg.optim_wrapper.clip_grad.max_norm == 5.0
     warm, cos = cfg.param_scheduler
     assert (warm.type, warm.start_factor, warm.end, warm.by_epoch, warm.convert_to_iter_based) == (
-        "LinearLR", 2e-8, 5, True, True)
+        "LinearLR",
+        2e-8,
+        5,
+        True,
+        True,
+    )
     assert (cos.type, cos.eta_min, cos.begin, cos.by_epoch) == ("CosineAnnealingLR", 2e-7, 5, True)
-    assert _types(pipe) == ["LoadImageFromFile", "RandomResizedCrop", "RandomFlip", "RandAugment",
-                            "RandomErasing", "PackInputs"]
+    assert _types(pipe) == [
+        "LoadImageFromFile",
+        "RandomResizedCrop",
+        "RandomFlip",
+        "RandAugment",
+        "RandomErasing",
+        "PackInputs",
+    ]
     rrc, flip, ra, erase = pipe[1:5]
     assert (rrc.scale, rrc.interpolation, rrc.backend, flip.prob) == (224, "bicubic", "pillow", 0.5)
     assert (ra.num_policies, ra.magnitude_level, ra.magnitude_std) == (2, 9, 0.5)
@@ -100,8 +112,11 @@ def test_swin_weight_decay_exemptions_reach_the_optimizer():
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {names[id(p)]: g["weight_decay"] for g in wrapper.optimizer.param_groups for p in g["params"]}
     assert decay["backbone.stages.0.blocks.0.attn.w_msa.qkv.weight"] == 1e-8
-    for exempt in ("backbone.stages.0.blocks.0.attn.w_msa.relative_position_bias_table",
-                   "backbone.stages.0.blocks.0.norm1.weight", "backbone.stages.0.blocks.0.attn.w_msa.qkv.bias",
-                   "head.fc.bias"):
+    for exempt in (
+        "backbone.stages.0.blocks.0.attn.w_msa.relative_position_bias_table",
+        "backbone.stages.0.blocks.0.norm1.weight",
+        "backbone.stages.0.blocks.0.attn.w_msa.qkv.bias",
+        "head.fc.bias",
+    ):
         assert decay[exempt] == 0.0, exempt
     assert wrapper.clip_grad_kwargs == {"max_norm": 5.0}

@@ -35,9 +35,18 @@ def make_class_folders(root: Path, n_classes: int = NUM_CLASSES, per_class: int 
 
 
 def train(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "finetune" / "train.py"), "TinyResNet",
-           "--data-root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "work"),
-           "--final-ckpt", str(tmp_path / "out" / "Tiny.pth"), *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / "finetune" / "train.py"),
+        "TinyResNet",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--final-ckpt",
+        str(tmp_path / "out" / "Tiny.pth"),
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -49,9 +58,15 @@ def train_records(work: Path) -> list[dict]:
     return [json.loads(ln) for ln in lines if '"loss"' in ln]
 
 
-TINY_OPTS = ["load_from=None", f"model.head.num_classes={NUM_CLASSES}", f"data_preprocessor.num_classes={NUM_CLASSES}",
-             "train_dataloader.batch_size=8", "optim_wrapper.optimizer.lr=0.02", "default_hooks.logger.interval=1",
-             "log_processor.window_size=1"]
+TINY_OPTS = [
+    "load_from=None",
+    f"model.head.num_classes={NUM_CLASSES}",
+    f"data_preprocessor.num_classes={NUM_CLASSES}",
+    "train_dataloader.batch_size=8",
+    "optim_wrapper.optimizer.lr=0.02",
+    "default_hooks.logger.interval=1",
+    "log_processor.window_size=1",
+]
 
 
 @pytest.fixture(scope="module")

@@ -37,9 +37,28 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def flags(ckpt: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model", MODEL, "--no-vae", "--image-size", "16", "--num-classes", "10", "--ckpt", str(ckpt),
-            "--num-sampling-steps", "4", "--out-dir", str(out), "--device", "cpu", "--classes", "0-4",
-            "--images-per-class", "3", *extra]
+    return [
+        "--model",
+        MODEL,
+        "--no-vae",
+        "--image-size",
+        "16",
+        "--num-classes",
+        "10",
+        "--ckpt",
+        str(ckpt),
+        "--num-sampling-steps",
+        "4",
+        "--out-dir",
+        str(out),
+        "--device",
+        "cpu",
+        "--classes",
+        "0-4",
+        "--images-per-class",
+        "3",
+        *extra,
+    ]
 
 
 def run(ckpt: Path, out: Path, *extra: str) -> dict:
@@ -47,8 +66,11 @@ def run(ckpt: Path, out: Path, *extra: str) -> dict:
 
 
 def read_set(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-            and p.suffix == ".png"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix == ".png"
+    }
 
 
 def test_layout_counts_manifest_and_grid(ckpt, tmp_path):
@@ -89,13 +111,40 @@ def test_same_bytes_for_any_batch_size(ckpt, tmp_path):
 
 
 def test_same_bytes_with_two_processes(ckpt, tmp_path, run_tree):
-    run(ckpt, tmp_path / "one", "--per-proc-batch-size", "2", "--precision", "fp64", "--grid-size", "0",
-        "--classes", "0-2")
+    run(
+        ckpt,
+        tmp_path / "one",
+        "--per-proc-batch-size",
+        "2",
+        "--precision",
+        "fp64",
+        "--grid-size",
+        "0",
+        "--classes",
+        "0-2",
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDA_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "gen" / "sample.py"),
-           *flags(ckpt, tmp_path / "two", "--per-proc-batch-size", "2", "--precision", "fp64", "--grid-size", "0",
-                 "--classes", "0-2")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "gen" / "sample.py"),
+        *flags(
+            ckpt,
+            tmp_path / "two",
+            "--per-proc-batch-size",
+            "2",
+            "--precision",
+            "fp64",
+            "--grid-size",
+            "0",
+            "--classes",
+            "0-2",
+        ),
+    ]
     proc = run_tree(cmd, cwd=REPO, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(read_set(tmp_path / "one")) == 9 and read_set(tmp_path / "one") == read_set(tmp_path / "two")
@@ -122,8 +171,11 @@ def test_resume_after_interruption(ckpt, tmp_path, monkeypatch):
     (out / "0002").mkdir(exist_ok=True)
     (out / "0002" / ".000001.png.x1y2.tmp").write_bytes(b"partial")  # a write cut off by a kill -9
     calls.clear()
-    monkeypatch.setattr(generation.Sampler, "sample", lambda self, labels, seeds: (
-        calls.append(len(labels)), real_sample(self, labels, seeds))[1])
+    monkeypatch.setattr(
+        generation.Sampler,
+        "sample",
+        lambda self, labels, seeds: (calls.append(len(labels)), real_sample(self, labels, seeds))[1],
+    )
     run(ckpt, out, "--per-proc-batch-size", "2", "--grid-size", "0")
     assert sum(calls) == 11  # only the missing images were made
     assert read_set(out) == read_set(reference)
@@ -161,8 +213,24 @@ def test_errors_are_one_line_with_exit_code_2(ckpt, tmp_path, monkeypatch, capsy
     assert err.startswith("error: checkpoint") and "not found" in err and "download_ckpt.sh" in err
     err = main_with(flags(ckpt, tmp_path / "o")[:1] + ["DiT-d2w64h2/8"] + flags(ckpt, tmp_path / "o")[2:])
     assert "does not match the model" in err and "x_embedder.proj.weight" in err
-    err = main_with(["--model", MODEL, "--image-size", "128", "--num-classes", "10", "--ckpt", str(ckpt),
-                     "--vae-path", str(tmp_path / "no-vae-here"), "--out-dir", str(tmp_path / "o"), "--device", "cpu"])
+    err = main_with(
+        [
+            "--model",
+            MODEL,
+            "--image-size",
+            "128",
+            "--num-classes",
+            "10",
+            "--ckpt",
+            str(ckpt),
+            "--vae-path",
+            str(tmp_path / "no-vae-here"),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert "checkpoint" in err  # a latent model needs 4 input channels: the pixel checkpoint is refused first
     with pytest.raises(UserError, match="download_ckpt.sh.*stabilityai/sd-vae-ft-ema"):
         generation.load_vae(tmp_path / "no-vae-here")
@@ -184,9 +252,31 @@ def test_generate_leaves_autograd_enabled(tmp_path):
     torch.manual_seed(0)
     model = build_dit("DiT-S/8", input_size=16, num_classes=2, in_channels=3)
     torch.save(model.state_dict(), tmp_path / "m.pt")
-    generate(parse_args(["--model", "DiT-S/8", "--no-vae", "--image-size", "16", "--num-classes", "2",
-                         "--ckpt", str(tmp_path / "m.pt"), "--num-sampling-steps", "2", "--images-per-class", "1",
-                         "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--grid-size", "0"]))
+    generate(
+        parse_args(
+            [
+                "--model",
+                "DiT-S/8",
+                "--no-vae",
+                "--image-size",
+                "16",
+                "--num-classes",
+                "2",
+                "--ckpt",
+                str(tmp_path / "m.pt"),
+                "--num-sampling-steps",
+                "2",
+                "--images-per-class",
+                "1",
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+                "--grid-size",
+                "0",
+            ]
+        )
+    )
     assert torch.is_grad_enabled()
 
 
@@ -194,16 +284,42 @@ def test_adm_model_target_flags(tmp_path):
     from sda.diffusion import ModelMeanType
     from sda.models.unet import create_model, model_kwargs
 
-    adm = {"num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2", "attention_resolutions": "2",
-           "num_heads": 2, "num_head_channels": -1, "learn_sigma": True, "class_cond": True, "resblock_updown": False,
-           "use_scale_shift_norm": True}
+    adm = {
+        "num_channels": 32,
+        "num_res_blocks": 1,
+        "channel_mult": "1,2",
+        "attention_resolutions": "2",
+        "num_heads": 2,
+        "num_head_channels": -1,
+        "learn_sigma": True,
+        "class_cond": True,
+        "resblock_updown": False,
+        "use_scale_shift_norm": True,
+    }
     torch.save(create_model(**model_kwargs({**adm, "image_size": 8, "num_classes": 2})).state_dict(), tmp_path / "m.pt")
-    base = ["--model", "ADM", "--image-size", "8", "--num-classes", "2", "--ckpt", str(tmp_path / "m.pt"),
-            "--num-sampling-steps", "2", "--device", "cpu", *[f"--{k}={v}" for k, v in adm.items()]]
-    for extra, mean_type in (([], ModelMeanType.EPSILON), (["--predict_v", "True"], ModelMeanType.VELOCITY),
-                             (["--predict_xstart", "True"], ModelMeanType.START_X)):
+    base = [
+        "--model",
+        "ADM",
+        "--image-size",
+        "8",
+        "--num-classes",
+        "2",
+        "--ckpt",
+        str(tmp_path / "m.pt"),
+        "--num-sampling-steps",
+        "2",
+        "--device",
+        "cpu",
+        *[f"--{k}={v}" for k, v in adm.items()],
+    ]
+    for extra, mean_type in (
+        ([], ModelMeanType.EPSILON),
+        (["--predict_v", "True"], ModelMeanType.VELOCITY),
+        (["--predict_xstart", "True"], ModelMeanType.START_X),
+    ):
         sampler = generation.build_sampler(parse_args([*base, *extra]), torch.device("cpu"))
         assert sampler.diffusion.model_mean_type == mean_type
     with pytest.raises(UserError, match="exclude each other"):
-        generation.build_sampler(parse_args([*base, "--predict_v", "True", "--predict_xstart", "True"]),
-                                 torch.device("cpu"))
+        generation.build_sampler(
+            parse_args([*base, "--predict_v", "True", "--predict_xstart", "True"]), torch.device("cpu")
+        )

@@ -21,9 +21,17 @@ def vae_dir(tmp_path_factory) -> Path:
     from diffusers.models import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        block_out_channels=(8, 8, 8, 8), norm_num_groups=4, sample_size=32)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        norm_num_groups=4,
+        sample_size=32,
+    )
     path = tmp_path_factory.mktemp("vae") / "sd-vae-ft-ema"
     vae.save_pretrained(path)
     return path
@@ -42,10 +50,34 @@ def test_latent_dit_through_vae_path(vae_dir, tmp_path):
     model = build_dit("DiT-d2w64h2/2", input_size=4, num_classes=10)  # 32 px images = 4x4 latents
     torch.save(model.state_dict(), tmp_path / "latent.pt")
     out = tmp_path / "set"
-    generate(parse_args(["--model", "DiT-d2w64h2/2", "--image-size", "32", "--num-classes", "10",
-                         "--ckpt", str(tmp_path / "latent.pt"), "--vae-path", str(vae_dir), "--num-sampling-steps",
-                         "2", "--classes", "1,3", "--images-per-class", "2", "--out-dir", str(out),
-                         "--device", "cpu", "--cfg-scale", "1.5"]))
+    generate(
+        parse_args(
+            [
+                "--model",
+                "DiT-d2w64h2/2",
+                "--image-size",
+                "32",
+                "--num-classes",
+                "10",
+                "--ckpt",
+                str(tmp_path / "latent.pt"),
+                "--vae-path",
+                str(vae_dir),
+                "--num-sampling-steps",
+                "2",
+                "--classes",
+                "1,3",
+                "--images-per-class",
+                "2",
+                "--out-dir",
+                str(out),
+                "--device",
+                "cpu",
+                "--cfg-scale",
+                "1.5",
+            ]
+        )
+    )
     assert Image.open(out / "0003" / "000001.png").size == (32, 32)
     assert len(list(out.rglob("*.png"))) == 4
 
@@ -54,19 +86,44 @@ def test_class_conditional_adm(tmp_path):
     pytest.importorskip("sda.models.unet")
     from sda.models.unet import create_model
 
-    flags = dict(image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1,2", learn_sigma=True,
-                 class_cond=True, attention_resolutions="4", num_head_channels=32, use_scale_shift_norm=True,
-                 resblock_updown=True, use_fp16=False)
+    flags = dict(
+        image_size=8,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2",
+        learn_sigma=True,
+        class_cond=True,
+        attention_resolutions="4",
+        num_head_channels=32,
+        use_scale_shift_norm=True,
+        resblock_updown=True,
+        use_fp16=False,
+    )
     model = create_model(**flags, num_classes=10)
     torch.save(model.state_dict(), tmp_path / "adm.pt")
-    argv = ["--model", "ADM", "--num-classes", "10", "--ckpt", str(tmp_path / "adm.pt"), "--num-sampling-steps",
-            "2", "--classes", "0-2", "--images-per-class", "1", "--device", "cpu"]
+    argv = [
+        "--model",
+        "ADM",
+        "--num-classes",
+        "10",
+        "--ckpt",
+        str(tmp_path / "adm.pt"),
+        "--num-sampling-steps",
+        "2",
+        "--classes",
+        "0-2",
+        "--images-per-class",
+        "1",
+        "--device",
+        "cpu",
+    ]
     adm_flags = [f"--{k}={v}" for k, v in flags.items()]
     generate(parse_args([*argv, "--out-dir", str(tmp_path / "a"), "--per-proc-batch-size", "1", *adm_flags]))
     generate(parse_args([*argv, "--out-dir", str(tmp_path / "b"), "--per-proc-batch-size", "4", *adm_flags]))
     a = sorted((tmp_path / "a").rglob("*.png"))
-    assert [p.relative_to(tmp_path / "a") for p in a] == [p.relative_to(tmp_path / "b")
-                                                          for p in sorted((tmp_path / "b").rglob("*.png"))]
+    assert [p.relative_to(tmp_path / "a") for p in a] == [
+        p.relative_to(tmp_path / "b") for p in sorted((tmp_path / "b").rglob("*.png"))
+    ]
     for p in a:  # the same noise per image; fp32 kernels may round differently per batch shape
         x = np.asarray(Image.open(p), dtype=int)
         y = np.asarray(Image.open(tmp_path / "b" / p.relative_to(tmp_path / "a")), dtype=int)

@@ -40,8 +40,12 @@ def test_stratified_subset_takes_first_files_per_class(tmp_path):
 
 
 def test_top1_table_mean_over_corruptions():
-    rec = {"results": {"a/5": {"corruption": "a", "top1": {"sda": 50.0}},
-                       "b/5": {"corruption": "b", "top1": {"sda": 70.0}}}}
+    rec = {
+        "results": {
+            "a/5": {"corruption": "a", "top1": {"sda": 50.0}},
+            "b/5": {"corruption": "b", "top1": {"sda": 70.0}},
+        }
+    }
     assert top1_table(rec, "sda") == {"a": 50.0, "b": 70.0, "mean": 60.0}
 
 
@@ -70,8 +74,22 @@ def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
 def test_quick_demo_end_to_end(tmp_path):
     assets = Path(os.environ.get("SDA_MINI_ASSETS", ROOT / "assets" / "mini"))
     out, data = tmp_path / "out", tmp_path / "data"
-    r = subprocess.run([sys.executable, str(ROOT / "mini" / "demo.py"), "--quick", "--out", str(out), "--data",
-                        str(data), "--assets", str(assets)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "mini" / "demo.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+            "--assets",
+            str(assets),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     corruptions = {p.name for p in (data / "test1-C").iterdir()}

@@ -10,8 +10,14 @@ def _res(seed, shift):
     cells = {"gaussian_noise": 40.0 + shift, "fog": 60.0 + shift}
     cells["mean"] = (cells["gaussian_noise"] + cells["fog"]) / 2
     methods = {m: {k: v + i for k, v in cells.items()} for i, m in enumerate(["source", "projected", "dda", "sda"])}
-    return {"benchmark": "t", "seed": seed, "methods": methods, "n_per_corruption": 10,
-            "synthetic_accuracy": 95.0 + shift, "seconds": 100.0}
+    return {
+        "benchmark": "t",
+        "seed": seed,
+        "methods": methods,
+        "n_per_corruption": 10,
+        "synthetic_accuracy": 95.0 + shift,
+        "seconds": 100.0,
+    }
 
 
 def test_aggregate_mean_and_std():

@@ -17,35 +17,56 @@ from sda.utils.errors import UserError
 
 # (depth, hidden, patch, heads) of the paper's Table 1 / the official model zoo.
 CONFIGS = {
-    "DiT-XL/2": (28, 1152, 2, 16), "DiT-XL/4": (28, 1152, 4, 16), "DiT-XL/8": (28, 1152, 8, 16),
-    "DiT-L/2": (24, 1024, 2, 16), "DiT-L/4": (24, 1024, 4, 16), "DiT-L/8": (24, 1024, 8, 16),
-    "DiT-B/2": (12, 768, 2, 12), "DiT-B/4": (12, 768, 4, 12), "DiT-B/8": (12, 768, 8, 12),
-    "DiT-S/2": (12, 384, 2, 6), "DiT-S/4": (12, 384, 4, 6), "DiT-S/8": (12, 384, 8, 6),
+    "DiT-XL/2": (28, 1152, 2, 16),
+    "DiT-XL/4": (28, 1152, 4, 16),
+    "DiT-XL/8": (28, 1152, 8, 16),
+    "DiT-L/2": (24, 1024, 2, 16),
+    "DiT-L/4": (24, 1024, 4, 16),
+    "DiT-L/8": (24, 1024, 8, 16),
+    "DiT-B/2": (12, 768, 2, 12),
+    "DiT-B/4": (12, 768, 4, 12),
+    "DiT-B/8": (12, 768, 8, 12),
+    "DiT-S/2": (12, 384, 2, 6),
+    "DiT-S/4": (12, 384, 4, 6),
+    "DiT-S/8": (12, 384, 8, 6),
 }
 
 
-def expected_shapes(depth: int, d: int, p: int, input_size: int, c_in: int = 4, classes: int = 1000,
-                    learn_sigma: bool = True) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    depth: int, d: int, p: int, input_size: int, c_in: int = 4, classes: int = 1000, learn_sigma: bool = True
+) -> dict[str, tuple[int, ...]]:
     """The official checkpoint's state-dict layout, written out from the architecture."""
     c_out = 2 * c_in if learn_sigma else c_in
     s = {
         "pos_embed": (1, (input_size // p) ** 2, d),
-        "x_embedder.proj.weight": (d, c_in, p, p), "x_embedder.proj.bias": (d,),
-        "t_embedder.mlp.0.weight": (d, 256), "t_embedder.mlp.0.bias": (d,),
-        "t_embedder.mlp.2.weight": (d, d), "t_embedder.mlp.2.bias": (d,),
+        "x_embedder.proj.weight": (d, c_in, p, p),
+        "x_embedder.proj.bias": (d,),
+        "t_embedder.mlp.0.weight": (d, 256),
+        "t_embedder.mlp.0.bias": (d,),
+        "t_embedder.mlp.2.weight": (d, d),
+        "t_embedder.mlp.2.bias": (d,),
         "y_embedder.embedding_table.weight": (classes + 1, d),
-        "final_layer.linear.weight": (p * p * c_out, d), "final_layer.linear.bias": (p * p * c_out,),
-        "final_layer.adaLN_modulation.1.weight": (2 * d, d), "final_layer.adaLN_modulation.1.bias": (2 * d,),
+        "final_layer.linear.weight": (p * p * c_out, d),
+        "final_layer.linear.bias": (p * p * c_out,),
+        "final_layer.adaLN_modulation.1.weight": (2 * d, d),
+        "final_layer.adaLN_modulation.1.bias": (2 * d,),
     }
     for i in range(depth):
         b = f"blocks.{i}."
-        s.update({
-            b + "attn.qkv.weight": (3 * d, d), b + "attn.qkv.bias": (3 * d,),
-            b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,),
-            b + "mlp.fc1.weight": (4 * d, d), b + "mlp.fc1.bias": (4 * d,),
-            b + "mlp.fc2.weight": (d, 4 * d), b + "mlp.fc2.bias": (d,),
-            b + "adaLN_modulation.1.weight": (6 * d, d), b + "adaLN_modulation.1.bias": (6 * d,),
-        })
+        s.update(
+            {
+                b + "attn.qkv.weight": (3 * d, d),
+                b + "attn.qkv.bias": (3 * d,),
+                b + "attn.proj.weight": (d, d),
+                b + "attn.proj.bias": (d,),
+                b + "mlp.fc1.weight": (4 * d, d),
+                b + "mlp.fc1.bias": (4 * d,),
+                b + "mlp.fc2.weight": (d, 4 * d),
+                b + "mlp.fc2.bias": (d,),
+                b + "adaLN_modulation.1.weight": (6 * d, d),
+                b + "adaLN_modulation.1.bias": (6 * d,),
+            }
+        )
     return s
 
 
@@ -93,8 +114,12 @@ def test_small_config_saves_and_reloads_strictly(tiny, tmp_path):
 
 def test_training_checkpoint_loads_ema(tiny, tmp_path):
     ema = {k: v + 1 if k == "final_layer.linear.weight" else v for k, v in tiny.state_dict().items()}
-    ckpt = {"model": tiny.state_dict(), "ema": ema, "opt": {"state": {}, "param_groups": []},
-            "args": argparse.Namespace(model="DiT-S/8")}
+    ckpt = {
+        "model": tiny.state_dict(),
+        "ema": ema,
+        "opt": {"state": {}, "param_groups": []},
+        "args": argparse.Namespace(model="DiT-S/8"),
+    }
     torch.save(ckpt, tmp_path / "0001000.pt")
     loaded = load_dit("DiT-S/8", tmp_path / "0001000.pt", input_size=16, num_classes=10, in_channels=4)
     assert torch.equal(loaded.final_layer.linear.weight, ema["final_layer.linear.weight"])
@@ -135,8 +160,11 @@ def test_pos_embed_known_answer(tiny):
             ref[r * g + c] = np.concatenate([np.sin(c * w), np.cos(c * w), np.sin(r * w), np.cos(r * w)])
     np.testing.assert_allclose(sincos_pos_embed_2d(dim, g).numpy(), ref.astype(np.float32), rtol=0, atol=1e-7)
     assert torch.equal(tiny.pos_embed[0], sincos_pos_embed_2d(384, 2))  # (T, D) for a 2 x 2 token grid
-    np.testing.assert_allclose(sincos_pos_embed_2d(384, 4).numpy()[6, [0, 96, 192, 288]],  # row 1, column 2
-                               [np.sin(2.0), np.cos(2.0), np.sin(1.0), np.cos(1.0)], atol=1e-7)
+    np.testing.assert_allclose(
+        sincos_pos_embed_2d(384, 4).numpy()[6, [0, 96, 192, 288]],  # row 1, column 2
+        [np.sin(2.0), np.cos(2.0), np.sin(1.0), np.cos(1.0)],
+        atol=1e-7,
+    )
 
 
 @pytest.mark.parametrize("dim", [256, 7])

@@ -34,26 +34,59 @@ PARAM_COUNTS = {
     "256_cond": 553_838_086,
     "512_cond": 558_997_638,
 }
-TINY = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
-            learn_sigma=True, num_head_channels=16)
+TINY = dict(
+    image_size=32,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    attention_resolutions="16",
+    learn_sigma=True,
+    num_head_channels=16,
+)
 TINY_FULL = dict(use_new_attention_order=True, class_cond=True, resblock_updown=True, use_scale_shift_norm=True)
 # Known answers: guided-diffusion's UNetModel with TINY (+ TINY_FULL) flags, weights from
 # `_hash_fill`, input `_known_input`, timesteps (3, 900), labels (1, 7):
 # out[0, :, 5, 7], out[1, :, 20, 3], out.abs().mean(), out.std().
 GOLDEN = {
     False: (
-        [7.21839714050293, 9.33028507232666, 8.756669998168945, 7.717123985290527, 8.691905975341797,
-         7.223056793212891],
-        [-2.329055070877075, -3.136141300201416, -3.0976366996765137, -3.4171762466430664, -3.2689294815063477,
-         -3.4227309226989746],
-        5.300806522369385, 5.611208438873291,
+        [
+            7.21839714050293,
+            9.33028507232666,
+            8.756669998168945,
+            7.717123985290527,
+            8.691905975341797,
+            7.223056793212891,
+        ],
+        [
+            -2.329055070877075,
+            -3.136141300201416,
+            -3.0976366996765137,
+            -3.4171762466430664,
+            -3.2689294815063477,
+            -3.4227309226989746,
+        ],
+        5.300806522369385,
+        5.611208438873291,
     ),
     True: (
-        [-5.767052173614502, -3.9148988723754883, -5.848940849304199, -4.591436862945557, -4.909217834472656,
-         -3.3811514377593994],
-        [-0.2922725975513458, -0.5906926393508911, -0.6651208400726318, -0.8617503046989441, -0.8248827457427979,
-         0.45810890197753906],
-        5.649646759033203, 6.218857765197754,
+        [
+            -5.767052173614502,
+            -3.9148988723754883,
+            -5.848940849304199,
+            -4.591436862945557,
+            -4.909217834472656,
+            -3.3811514377593994,
+        ],
+        [
+            -0.2922725975513458,
+            -0.5906926393508911,
+            -0.6651208400726318,
+            -0.8617503046989441,
+            -0.8248827457427979,
+            0.45810890197753906,
+        ],
+        5.649646759033203,
+        6.218857765197754,
     ),
 }
 
@@ -96,6 +129,7 @@ def _call(model: UNetModel, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- checkpoint layout -------------------------------------------------------------------------
+
 
 def test_256_uncond_layout_matches_released_checkpoint():
     with torch.device("meta"):
@@ -155,6 +189,7 @@ def test_256_uncond_strict_round_trip_in_memory():
 
 
 # ---- known answers and forward -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("full", [False, True])
 def test_known_answer_against_guided_diffusion(full):
@@ -223,6 +258,7 @@ def test_gradient_checkpointing_gives_same_gradients():
 
 # ---- attention -------------------------------------------------------------------------------
 
+
 def _einsum_attention(qkv: torch.Tensor, heads: int, new_order: bool) -> torch.Tensor:
     """ADM's attention as written in the paper code's layout: (N, 3*H*C, T) -> (N, H*C, T)."""
     n, width, length = qkv.shape
@@ -231,7 +267,7 @@ def _einsum_attention(qkv: torch.Tensor, heads: int, new_order: bool) -> torch.T
         q, k, v = (z.reshape(n * heads, ch, length) for z in qkv.chunk(3, dim=1))
     else:
         q, k, v = qkv.reshape(n * heads, 3 * ch, length).split(ch, dim=1)
-    scale = ch ** -0.25
+    scale = ch**-0.25
     weight = torch.einsum("bct,bcs->bts", q * scale, k * scale).softmax(dim=-1)  # (N*H, T, T)
     return torch.einsum("bts,bcs->bct", weight, v).reshape(n, heads * ch, length)
 
@@ -253,6 +289,7 @@ def test_attention_orders_differ():
 
 
 # ---- precision -------------------------------------------------------------------------------
+
 
 def test_fp16_conversion_keeps_norms_fp32():
     model = _tiny(full=True, fill=_scaled_fill)
@@ -293,6 +330,7 @@ def test_bf16_autocast_close_to_fp32():
 
 
 # ---- saving, loading, flags --------------------------------------------------------------------
+
 
 def test_save_reload_strict_round_trip(tmp_path):
     model = _tiny(full=True)
@@ -358,8 +396,9 @@ def test_channel_mult_defaults_and_errors():
 
 
 def test_small_image_sizes_and_in_channels():
-    model = create_model(16, 32, 1, channel_mult="1,2", attention_resolutions="8", in_channels=4,
-                         learn_sigma=True).eval()
+    model = create_model(
+        16, 32, 1, channel_mult="1,2", attention_resolutions="8", in_channels=4, learn_sigma=True
+    ).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 4, 16, 16), torch.tensor([10]))
     assert out.shape == (1, 8, 16, 16)

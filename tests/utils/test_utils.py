@@ -22,8 +22,12 @@ class _Evil:
 
 
 def test_safe_load_allows_weights_namespace_and_numpy(tmp_path):
-    obj = {"ema": {"w": torch.ones(2)}, "args": argparse.Namespace(model="DiT-XL/2"), "step": np.int64(3),
-           "hist": np.arange(3.0)}
+    obj = {
+        "ema": {"w": torch.ones(2)},
+        "args": argparse.Namespace(model="DiT-XL/2"),
+        "step": np.int64(3),
+        "hist": np.arange(3.0),
+    }
     torch.save(obj, tmp_path / "a.pt")
     out = safe_load(tmp_path / "a.pt")
     assert out["args"].model == "DiT-XL/2" and int(out["step"]) == 3
@@ -73,7 +77,7 @@ def test_atomic_write_survives_killed_process(tmp_path):
     code = textwrap.dedent(f"""
         import os
         from sda.utils.io import atomic_write
-        with atomic_write({str(tmp_path / 'img.png')!r}) as f:
+        with atomic_write({str(tmp_path / "img.png")!r}) as f:
             f.write(b'x' * 100)
             f.flush()
             os._exit(9)
