@@ -12,15 +12,11 @@ format) let an interrupted run resume: run the same command again.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sda.diffusion_training import add_train_args, parse_with_config, run_training  # noqa: E402
-from sda.models.unet import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args  # noqa: E402
-from sda.utils.cli import run_main  # noqa: E402
-from sda.utils.errors import UserError  # noqa: E402
+from sda.diffusion.training import TrainRun, add_train_args, run_training
+from sda.models.adm_flags import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args
+from sda.utils.cli import parse_with_config, run_main
+from sda.utils.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.class_cond:
         raise UserError("align/train.py trains the unconditional model; use gen/train.py --model ADM for class_cond")
     return run_training(
-        args, lambda: create_model(**model_kwargs_from_args(args)), class_cond=False, learn_sigma=args.learn_sigma
+        TrainRun.from_args(args, class_cond=False), lambda: create_model(**model_kwargs_from_args(args))
     )
 
 

@@ -2,7 +2,7 @@
 
 Baseline, written like SDA's image_sample.py + p_sample_loop_progressive: float32 model with trainable
 weights, naive einsum attention, resize-right called four times per step (the reference image too), the
-batch-coupled norm. Fast path: sda.projection with precomputed low-pass matrices, SDPA attention,
+batch-coupled norm. Fast path: sda.align.projection with precomputed low-pass matrices, SDPA attention,
 frozen weights, optional channels_last / bf16 / fp16 / torch.compile. All rows use the same noise, so
 in fp32 the outputs must agree to float tolerance; the table prints the max difference.
 
@@ -29,9 +29,11 @@ from pathlib import Path
 import torch
 
 import sda.models.unet_blocks as unet_blocks
+from sda.align import ProjectionConfig
+from sda.align.lowpass import LowPass
+from sda.align.projection import prepare_model, project, project_reference_style
 from sda.diffusion import create_diffusion, randn_like_gen
-from sda.models.unet import ADM_FLAGS, MODEL_FLAG_DEFAULTS, create_model, model_kwargs
-from sda.projection import LowPass, prepare_model, project, project_reference_style
+from sda.models.adm_flags import ADM_FLAGS, MODEL_FLAG_DEFAULTS, create_model, model_kwargs
 from sda.utils.seed import make_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +129,7 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--batch_size", type=int, default=None, help="default: per preset (mini 10, others 8)")
@@ -155,20 +157,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     for k, v in PRESET_DEFAULTS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    full = args.full_steps or (25 if args.preset == "mini" else 50)
-    precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
-    if any(x not in ("fp32", "fp16", "bf16") for x in precisions):
+    args.full_steps = args.full_steps or (25 if args.preset == "mini" else 50)
+    args.precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    if any(x not in ("fp32", "fp16", "bf16") for x in args.precisions):
         p.error(f"--precision {args.precision!r}: use a comma list of fp32, fp16, bf16")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    return args
+
+
+def build_runs(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Callable[[], torch.Tensor]], dict]:
+    """The rows to time (baseline first), all on the same weights, references and noise."""
     flags = _mini_flags() if args.preset == "mini" else PRESETS[args.preset]
     S, B, N = flags["image_size"], args.batch_size, args.steps
-
     torch.manual_seed(0)
     base_model = create_model(**flags)
     with torch.no_grad():  # random weights with a non-zero output layer, so guidance has work to do
@@ -176,50 +179,43 @@ def main() -> None:
             prm.add_(0.02 * torch.randn_like(prm))
     state = {k: v.clone() for k, v in base_model.state_dict().items()}
     base_model = base_model.to(device).eval()
-    fast_models = {}
-    for prec in precisions:
-        m = create_model(**flags)
-        m.load_state_dict(state)
-        name = f"fast {prec}" + (" cl" if args.channels_last else "") + (" compiled" if args.compile else "")
-        fast_models[name] = prepare_model(m.to(device), prec, channels_last=args.channels_last, compile=args.compile)
     diffusion = create_diffusion(args.timestep_respacing)
     lpf = LowPass(S, S, args.D, device)
-
     gens = [make_generator(k) for k in range(B)]
     ref = (torch.rand(B, 3, S, S, generator=gens[0]) * 2 - 1).to(device)  # (B, 3, S, S)
     noises = [randn_like_gen(ref.shape, gens, device) for _ in range(N + 1)]
-
-    def run_fast(model: torch.nn.Module) -> torch.Tensor:
-        return project(
-            model, diffusion, ref, N=N, D=args.D, scale=args.scale, noise=noises[0], step_noise=noises[1:], lowpass=lpf
-        )
+    cfg = ProjectionConfig(N=N, D=args.D, scale=args.scale)
 
     def run_base() -> torch.Tensor:
         with naive_attention():
-            return project_reference_style(base_model, diffusion, ref, N, args.D, args.scale, noises)
+            return project_reference_style(base_model, diffusion, ref, cfg, noises)
 
-    runs: dict[str, Callable[[], torch.Tensor]] = {}
-    if args.baseline:
-        runs["baseline fp32"] = run_base
-    for name, m in fast_models.items():
-        runs[name] = lambda m=m: run_fast(m)
+    runs: dict[str, Callable[[], torch.Tensor]] = {"baseline fp32": run_base} if args.baseline else {}
+    for prec in args.precisions:
+        m = create_model(**flags)
+        m.load_state_dict(state)
+        name = f"fast {prec}" + (" cl" if args.channels_last else "") + (" compiled" if args.compile else "")
+        fast = prepare_model(m.to(device), prec, channels_last=args.channels_last, compile=args.compile)
+        runs[name] = lambda m=fast: project(m, diffusion, ref, cfg, noise=noises[0], step_noise=noises[1:], lowpass=lpf)
+    meta = {"S": S, "B": B, "N": N, "params": sum(x.numel() for x in state.values())}
+    return runs, meta
 
-    print(
-        f"align benchmark: preset {args.preset} ({S}px, {sum(x.numel() for x in state.values()) / 1e6:.2f}M "
-        f"params), batch {B}, {N} guided steps of respacing {args.timestep_respacing}, D {args.D}, "
-        f"device {device} ({_cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}"
-    )
-    print(f"load average before: {_loadavg()}")
+
+def measure(runs: dict[str, Callable[[], torch.Tensor]], device: torch.device, repeats: int) -> tuple[dict, dict, dict]:
+    """Warm-up (and compile) each row once, then ``repeats`` interleaved timed runs."""
     times: dict[str, list[float]] = {k: [] for k in runs}
     warm, outs = {}, {}
-    for k, fn in runs.items():  # warm-up (and compile)
+    for k, fn in runs.items():
         warm[k], outs[k] = timed(fn, device)
-    for _ in range(args.repeats):  # interleaved: a busy machine slows every row alike
+    for _ in range(repeats):  # interleaved: a busy machine slows every row alike
         for k, fn in runs.items():
             t, outs[k] = timed(fn, device)
             times[k].append(t)
-    print(f"load average after:  {_loadavg()}")
+    return times, warm, outs
+
+
+def report(args: argparse.Namespace, meta: dict, times: dict, warm: dict, outs: dict) -> None:
+    B, N, full = meta["B"], meta["N"], args.full_steps
     ref_name = "baseline fp32" if args.baseline else None
     print(
         f"{'row':<28} {'warm-up s':>9} {'ms/step':>9} {'images/s':>10} {'x baseline':>11} {'(min-max)':>12} "
@@ -230,7 +226,7 @@ def main() -> None:
         ips = B * N / med / full  # images/s of a full N=`full` projection
         line = f"{k:<28} {warm[k]:9.1f} {med / N * 1000:9.1f} {ips:10.3f}"
         if ref_name:
-            pair = [b / t for b, t in zip(times[ref_name], ts)]  # per-repeat ratios (same repeat, interleaved)
+            pair = [b / t for b, t in zip(times[ref_name], ts, strict=True)]  # per-repeat ratios, interleaved
             diff = (outs[k].float() - outs[ref_name].float()).abs().max().item()
             ratio = statistics.median(times[ref_name]) / med
             line += f" {ratio:10.2f}x {min(pair):5.2f}-{max(pair):<5.2f} {diff:10.2e}"
@@ -239,6 +235,24 @@ def main() -> None:
         f"images/s = batch * timed steps / time / {full} (a full N={full} projection); x baseline = ratio of "
         "median times, (min-max) = ratios within each interleaved repeat; warm-up includes torch.compile"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    runs, meta = build_runs(args, device)
+    print(
+        f"align benchmark: preset {args.preset} ({meta['S']}px, {meta['params'] / 1e6:.2f}M "
+        f"params), batch {meta['B']}, {meta['N']} guided steps of respacing {args.timestep_respacing}, D {args.D}, "
+        f"device {device} ({_cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}"
+    )
+    print(f"load average before: {_loadavg()}")
+    times, warm, outs = measure(runs, device, args.repeats)
+    print(f"load average after:  {_loadavg()}")
+    report(args, meta, times, warm, outs)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ import time
 import torch
 
 from sda.diffusion import create_diffusion
-from sda.generation import LATENT_CHANNELS, PRECISIONS, VAE_DOWNSAMPLE, Sampler, load_vae
+from sda.gen.config import LATENT_CHANNELS, VAE_DOWNSAMPLE
+from sda.gen.models import load_vae
+from sda.gen.sampler import Sampler
 from sda.models.dit import build_dit
 from sda.utils.cli import run_main
+from sda.utils.precision import PRECISIONS
 
 
 def make_sampler(args: argparse.Namespace, precision: str, device: torch.device) -> Sampler:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-from sda.corruptions import CORRUPTIONS, FORMATS, JPEG_QUALITY, PROFILES, build_corrupted_set
+from sda.eval.builders import CorruptedSet, build_corrupted_set
+from sda.eval.corruptions import FORMATS, JPEG_QUALITY, PROFILES
 from sda.utils.cli import run_main
+from sda.utils.layout import CORRUPTIONS
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,23 +43,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes")
     args = p.parse_args(argv)
-    try:
-        sevs = [int(s) for s in args.severity.split(",") if s.strip()]
-    except ValueError:
-        from sda.utils.errors import UserError
-
-        raise UserError(f"--severity expects a comma list of integers, got {args.severity!r}") from None
-    counts = build_corrupted_set(
-        args.src,
-        args.out,
-        args.corruption.split(","),
-        sevs,
-        args.profile,
-        args.format,
-        args.seed,
-        args.workers,
-        args.quality,
+    spec = CorruptedSet(
+        src=args.src,
+        out=args.out,
+        corruptions=args.corruption,
+        severities=args.severity,
+        profile=args.profile,
+        fmt=args.format,
+        seed=args.seed,
+        workers=args.workers,
+        quality=args.quality,
     )
+    counts = build_corrupted_set(spec)
     print(
         f"{counts['images']} source images: {counts['written']} files written, "
         f"{counts['skipped']} already present -> {args.out}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from sda.corruptions import FORMATS, build_watermarked_set
+from sda.eval.builders import build_watermarked_set
+from sda.eval.corruptions import FORMATS
 from sda.utils.cli import run_main
 
 

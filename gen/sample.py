@@ -3,17 +3,17 @@
     python gen/sample.py --ckpt pretrained_ckpt/DiT-XL-2-256x256.pt --cfg-scale 1.0 --out-dir data/DiT-Syn
     torchrun --nproc_per_node 8 gen/sample.py ...   # any number of GPUs / nodes; gloo on CPU
 
-See ``sda.generation`` for the layout, seeding and resume rules.
+See ``sda.gen`` for the layout, seeding and resume rules.
 """
 
 from __future__ import annotations
 
-from sda.generation import generate, parse_args
+from sda.gen import GenConfig, generate
 from sda.utils.cli import run_main
 
 
-def main() -> None:
-    generate(parse_args())
+def main(argv: list[str] | None = None) -> None:
+    generate(GenConfig.from_argv(argv))
 
 
 if __name__ == "__main__":

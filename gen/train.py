@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torch import nn
 
-from sda.diffusion_training import add_train_args, parse_with_config, run_training  # noqa: E402
-from sda.models.unet import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args  # noqa: E402
-from sda.utils.cli import run_main  # noqa: E402
-from sda.utils.errors import UserError  # noqa: E402
+from sda.diffusion.training import TrainRun, add_train_args, run_training
+from sda.models.adm_flags import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args
+from sda.models.dit import build_dit
+from sda.utils.cli import parse_with_config, run_main
+from sda.utils.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,29 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_model(args: argparse.Namespace):
+def build_model(args: argparse.Namespace) -> nn.Module:
     if args.model == "ADM":
         if not args.class_cond:
             raise UserError("gen/train.py --model ADM trains a class-conditional UNet; drop --class_cond False")
         return create_model(**model_kwargs_from_args(args))
-    from sda.models.dit import build_dit
-
-    return build_dit(
-        args.model,
-        input_size=args.image_size,
-        in_channels=3,
-        num_classes=args.num_classes,
-        learn_sigma=args.learn_sigma,
-    )
+    try:
+        return build_dit(
+            args.model,
+            input_size=args.image_size,
+            in_channels=3,
+            num_classes=args.num_classes,
+            learn_sigma=args.learn_sigma,
+        )
+    except ValueError as e:
+        raise UserError(f"--model {args.model}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_with_config(build_parser(), argv)
-    if args.num_classes is None:
+    if args.num_classes is None and args.data_dir is not None:
         args.num_classes = sum(d.is_dir() for d in os.scandir(args.data_dir)) if os.path.isdir(args.data_dir) else 0
         if args.num_classes == 0:
             raise UserError(f"no class folders under {args.data_dir}; expected <data_dir>/<class>/<image>")
-    return run_training(args, lambda: build_model(args), class_cond=True, learn_sigma=args.learn_sigma)
+    run = TrainRun.from_args(args, class_cond=True)
+    return run_training(run, lambda: build_model(args))
 
 
 if __name__ == "__main__":

@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sda.mini.demo import main_run  # noqa: E402
-from sda.utils.cli import run_main  # noqa: E402
+from sda.mini.pipeline import DemoRun, main_run
+from sda.mini.procs import ROOT
+from sda.utils.cli import int_list, run_main
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", default="0", help="comma list of seeds (gen, align, finetune); e.g. 0,1,2")
+    p.add_argument("--seeds", type=int_list, default=[0], help="comma list of seeds (gen, align, finetune); e.g. 0,1,2")
     p.add_argument("--out", default="results/mini", help="output folder")
     p.add_argument("--data", default="data/mini", help="data folder (made on first use)")
     p.add_argument("--assets", default="assets/mini", help="source models (adm_uncond.pt, adm_cond.pt, classifier.pth)")
     p.add_argument("--quick", action="store_true", help="shortened run: tiny counts and steps (for CI)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per stage process")
     p.add_argument("--retrain-sources", action="store_true", help="retrain the source models first (slow)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     os.chdir(ROOT)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    main_run(seeds, Path(args.out), Path(args.data), Path(args.assets), args.quick, args.threads, args.retrain_sources)
+    paths = {k: Path(getattr(args, k)) for k in ("out", "data", "assets")}
+    run = DemoRun(
+        tuple(args.seeds), **paths, quick=args.quick, threads=args.threads, retrain_sources=args.retrain_sources
+    )
+    main_run(run)
 
 
 if __name__ == "__main__":

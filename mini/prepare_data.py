@@ -7,16 +7,12 @@ python mini/prepare_data.py --out data/mini --seed 0 --no-corrupt    # clean spl
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from sda.mini.data import build_corrupted_splits, prepare_digits  # noqa: E402
-from sda.utils.cli import run_main  # noqa: E402
+from sda.mini.data import build_corrupted_splits, prepare_digits
+from sda.utils.cli import run_main
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data/mini", help="output root (default: data/mini)")
     p.add_argument("--seed", type=int, default=0, help="split seed (and corruption seed)")
@@ -25,7 +21,7 @@ def main() -> None:
     p.add_argument("--severities", default="5", help="comma-separated severities (default: 5)")
     p.add_argument("--corrupt-splits", default="val,test", help="splits that get a -C set (default: val,test)")
     p.add_argument("--workers", type=int, default=1, help="processes for the corruption builder")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     summary = prepare_digits(args.out, seed=args.seed)
     print(f"wrote {args.out}: " + ", ".join(f"{s} {n}" for s, n in summary["sizes"].items()))
     if not args.no_corrupt:

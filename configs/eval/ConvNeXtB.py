@@ -1,6 +1,6 @@
 # SDA Stage 4: evaluation of ConvNeXt-B (original and fine-tuned checkpoints share this config).
 # The architecture is mmpretrain's, as in configs/finetune/ConvNeXtB.py; the official mmcls v0
-# checkpoints load through sda.classifiers (key conversion included).
+# checkpoints load through sda.finetune.classifiers (key conversion included).
 _base_ = ["mmpretrain::_base_/models/convnext/convnext-base.py", "./_sda_test.py"]
 
 model = dict(train_cfg=None)

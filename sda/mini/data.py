@@ -33,7 +33,6 @@ NATIVE_SIZE = 8  # sklearn digits are 8x8
 UPSAMPLE = 4  # = DDA's low-pass factor D, so 8 * 4 = 32 px
 IMAGE_SIZE = NATIVE_SIZE * UPSAMPLE
 NUM_CLASSES = 10
-NOISE_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise")
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +96,7 @@ def prepare_digits(
     summary = {
         "dataset": "sklearn.datasets.load_digits (8x8, 1797 images) upsampled x4 cubic (resize_right) to 32x32 RGB",
         "seed": seed,
-        "fractions": dict(zip(SPLITS, map(float, fractions))),
+        "fractions": dict(zip(SPLITS, map(float, fractions), strict=True)),
         "counts": {s: {str(c): int((labels[idx] == c).sum()) for c in range(NUM_CLASSES)} for s, idx in split.items()},
         "sizes": {s: int(len(idx)) for s, idx in split.items()},
         "indices": {s: idx.tolist() for s, idx in split.items()},
@@ -119,16 +118,38 @@ def build_corrupted_splits(
     CIFAR-10-C severity profile (sized for 32 px), PNG, ImageNet-C layout
     ``<corruption>/<severity>/<class>/<file>.png``. ``corruptions=None`` means all 15.
     """
-    from sda.corruptions import build_corrupted_set
+    from sda.eval.builders import CorruptedSet, build_corrupted_set
 
     built = []
     for name in splits:
         src = Path(out) / name
         if not src.is_dir():
             raise UserError(f"{src} not found; run mini/prepare_data.py --out {out} first")
-        kwargs = dict(profile="cifar", fmt="png", seed=seed, workers=workers)
-        if corruptions is not None:
-            kwargs["corruptions"] = list(corruptions)
-        build_corrupted_set(src, Path(out) / f"{name}-C", severities=list(severities), **kwargs)
-        built.append(Path(out) / f"{name}-C")
+        spec = CorruptedSet(
+            src=src,
+            out=Path(out) / f"{name}-C",
+            corruptions=tuple(corruptions) if corruptions is not None else "all",
+            severities=tuple(severities),
+            profile="cifar",
+            fmt="png",
+            seed=seed,
+            workers=workers,
+        )
+        build_corrupted_set(spec)
+        built.append(spec.out)
     return built
+
+
+def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
+    """Copy the first ``per_class`` sorted images of each class folder of ``src`` into ``dst`` (kept if there)."""
+    import shutil
+
+    from sda.utils.io import list_images
+
+    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+        for rel in list_images(cls)[:per_class]:
+            target = dst / cls.name / rel
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cls / rel, target)
+    return dst

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from sda.utils.io import atomic_write
+from sda.utils.images import tile_grid
+from sda.utils.io import atomic_write, load_rgb, save_image
 
 # Column order of the paper-style table: (results.json key, column title).
 METHODS: list[tuple[str, str]] = [
@@ -96,14 +96,5 @@ def bar_chart(results: dict, path: str | Path, title: str) -> None:
 
 def image_grid(rows: Sequence[Sequence[str | Path]], path: str | Path, cell: int = 64, pad: int = 2) -> None:
     """A grid PNG: each row a list of image files, upscaled (nearest) to ``cell`` pixels."""
-    ncols = max(len(r) for r in rows)
-    canvas = Image.new("RGB", (ncols * (cell + pad) + pad, len(rows) * (cell + pad) + pad), "white")
-    for i, row in enumerate(rows):
-        for j, f in enumerate(row):
-            with Image.open(f) as im:
-                tile = im.convert("RGB").resize((cell, cell), Image.NEAREST)
-            canvas.paste(tile, (pad + j * (cell + pad), pad + i * (cell + pad)))
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    grid = tile_grid([[load_rgb(f) for f in row] for row in rows], pad=pad, cell=cell)
+    save_image(grid, path, format="PNG")

@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sda.utils.errors import UserError
-
 CfgChannels = Literal["3", "all"]
 
 
@@ -76,7 +74,9 @@ class PatchEmbed(nn.Module):
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True):
         super().__init__()
         if img_size % patch_size:
-            raise UserError(f"input size {img_size} is not divisible by the patch size {patch_size}; pick another size")
+            raise ValueError(
+                f"input size {img_size} is not divisible by the patch size {patch_size}; pick another size"
+            )
         self.img_size = (img_size, img_size)
         self.patch_size = (patch_size, patch_size)
         self.grid_size = (img_size // patch_size, img_size // patch_size)
@@ -362,11 +362,11 @@ def build_dit(name: str, **kwargs) -> DiT:
         return DiT_models[name](**kwargs)
     m = CUSTOM_NAME.fullmatch(name)
     if m is None:
-        raise UserError(
+        raise ValueError(
             f"unknown DiT model {name!r}; choose one of {', '.join(DiT_models)} "
             "or a custom size DiT-d<depth>w<width>h<heads>/<patch>"
         )
     depth, width, heads, patch = (int(v) for v in m.groups())
     if width % 4 or width % heads:
-        raise UserError(f"{name}: the width must be divisible by 4 and by the number of heads")
+        raise ValueError(f"{name}: the width must be divisible by 4 and by the number of heads")
     return DiT(depth=depth, hidden_size=width, num_heads=heads, patch_size=patch, **kwargs)

@@ -1,7 +1,9 @@
-"""ADM UNet (guided-diffusion's ``UNetModel``), its factory, flag sets and checkpoint loader.
+"""ADM UNet (guided-diffusion's ``UNetModel``): the network only; its flags live in ``sda.models.adm_flags``.
 
 The state-dict keys and shapes equal those of the released guided-diffusion checkpoints, e.g.
 ``256x256_diffusion_uncond.pt`` (552,814,086 parameters) loads with ``strict=True``::
+
+    from sda.models.adm_flags import ADM_FLAGS, create_model, load_adm_checkpoint, model_kwargs
 
     model = create_model(**model_kwargs(ADM_FLAGS["256_uncond"]))
     load_adm_checkpoint(model, "pretrained_ckpt/256x256_diffusion_uncond.pt")
@@ -16,10 +18,7 @@ in float32 and call it under ``torch.autocast``.
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -35,83 +34,6 @@ from sda.models.unet_blocks import (
     timestep_embedding,
     zero_module,
 )
-from sda.utils.errors import UserError
-
-NUM_CLASSES = 1000  # ImageNet classes of the class-conditional ADM checkpoints
-
-# channel_mult used when the flag is "" (the reference's per-size defaults; 32 is ours).
-DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
-    512: (0.5, 1, 1, 2, 2, 4, 4),
-    256: (1, 1, 2, 2, 4, 4),
-    128: (1, 1, 2, 3, 4),
-    64: (1, 2, 3, 4),
-    32: (1, 2, 2, 2),
-}
-
-# Flags of the released checkpoints (guided-diffusion README, MODEL_FLAGS). They include the
-# diffusion flags; ``model_kwargs(flags)`` keeps the ones ``create_model`` takes.
-ADM_256_UNCOND_FLAGS: dict[str, Any] = dict(
-    attention_resolutions="32,16,8",
-    class_cond=False,
-    diffusion_steps=1000,
-    image_size=256,
-    learn_sigma=True,
-    noise_schedule="linear",
-    num_channels=256,
-    num_head_channels=64,
-    num_res_blocks=2,
-    resblock_updown=True,
-    use_fp16=True,
-    use_scale_shift_norm=True,
-)
-ADM_FLAGS: dict[str, dict[str, Any]] = {
-    "256_uncond": ADM_256_UNCOND_FLAGS,
-    "64_cond": dict(
-        attention_resolutions="32,16,8",
-        class_cond=True,
-        diffusion_steps=1000,
-        dropout=0.1,
-        image_size=64,
-        learn_sigma=True,
-        noise_schedule="cosine",
-        num_channels=192,
-        num_head_channels=64,
-        num_res_blocks=3,
-        resblock_updown=True,
-        use_new_attention_order=True,
-        use_fp16=True,
-        use_scale_shift_norm=True,
-    ),
-    "128_cond": dict(
-        attention_resolutions="32,16,8",
-        class_cond=True,
-        diffusion_steps=1000,
-        image_size=128,
-        learn_sigma=True,
-        noise_schedule="linear",
-        num_channels=256,
-        num_heads=4,
-        num_res_blocks=2,
-        resblock_updown=True,
-        use_fp16=True,
-        use_scale_shift_norm=True,
-    ),
-    "256_cond": {**ADM_256_UNCOND_FLAGS, "class_cond": True},
-    "512_cond": dict(
-        attention_resolutions="32,16,8",
-        class_cond=True,
-        diffusion_steps=1000,
-        image_size=512,
-        learn_sigma=True,
-        noise_schedule="linear",
-        num_channels=256,
-        num_head_channels=64,
-        num_res_blocks=2,
-        resblock_updown=True,
-        use_fp16=False,
-        use_scale_shift_norm=True,
-    ),
-}
 
 
 class UNetModel(nn.Module):
@@ -298,151 +220,3 @@ def _convert_convs(modules: Iterable[nn.Module], dtype: torch.dtype) -> None:
                 m.weight.data = m.weight.data.to(dtype)
                 if m.bias is not None:
                     m.bias.data = m.bias.data.to(dtype)
-
-
-def parse_channel_mult(channel_mult: str | Iterable[float], image_size: int) -> tuple[float, ...]:
-    """``""`` -> the default for ``image_size``; ``"1,2,2"`` (or a sequence) -> (1, 2, 2)."""
-    if isinstance(channel_mult, str):
-        if channel_mult.strip() == "":
-            if image_size not in DEFAULT_CHANNEL_MULT:
-                sizes = ", ".join(str(s) for s in sorted(DEFAULT_CHANNEL_MULT))
-                raise UserError(
-                    f"no default channel_mult for image_size {image_size} (defaults exist for {sizes}); "
-                    "pass --channel_mult, e.g. 1,2"
-                )
-            return DEFAULT_CHANNEL_MULT[image_size]
-        try:
-            values = [float(v) for v in channel_mult.split(",")]
-        except ValueError:
-            raise UserError(f"bad channel_mult {channel_mult!r}: use comma-separated numbers, e.g. 1,2,2") from None
-    else:
-        values = [float(v) for v in channel_mult]
-    return tuple(int(v) if v.is_integer() else v for v in values)
-
-
-def parse_attention_resolutions(attention_resolutions: str | Iterable[int], image_size: int) -> tuple[int, ...]:
-    """Resolutions ("32,16,8") -> downsample rates ``image_size // res`` (e.g. 8, 16, 32 at 256)."""
-    if isinstance(attention_resolutions, str):
-        try:
-            res = [int(r) for r in attention_resolutions.split(",") if r.strip()]
-        except ValueError:
-            raise UserError(
-                f"bad attention_resolutions {attention_resolutions!r}: use comma-separated integers, e.g. 32,16,8"
-            ) from None
-    else:
-        res = [int(r) for r in attention_resolutions]
-    return tuple(image_size // r for r in res)
-
-
-def create_model(
-    image_size: int,
-    num_channels: int,
-    num_res_blocks: int,
-    channel_mult: str | Iterable[float] = "",
-    learn_sigma: bool = False,
-    class_cond: bool = False,
-    use_checkpoint: bool = False,
-    attention_resolutions: str | Iterable[int] = "16",
-    num_heads: int = 1,
-    num_head_channels: int = -1,
-    num_heads_upsample: int = -1,
-    use_scale_shift_norm: bool = False,
-    dropout: float = 0,
-    resblock_updown: bool = False,
-    use_fp16: bool = False,
-    use_new_attention_order: bool = False,
-    in_channels: int = 3,
-    num_classes: int = NUM_CLASSES,
-) -> UNetModel:
-    """Build a ``UNetModel`` from the reference's command-line flags (guided-diffusion's create_model).
-
-    As in the reference, ``use_fp16`` only sets the compute dtype; call ``convert_to_fp16()``.
-    """
-    return UNetModel(
-        image_size=image_size,
-        in_channels=in_channels,
-        model_channels=num_channels,
-        out_channels=in_channels * (2 if learn_sigma else 1),
-        num_res_blocks=num_res_blocks,
-        attention_resolutions=parse_attention_resolutions(attention_resolutions, image_size),
-        dropout=dropout,
-        channel_mult=parse_channel_mult(channel_mult, image_size),
-        num_classes=num_classes if class_cond else None,
-        use_checkpoint=use_checkpoint,
-        use_fp16=use_fp16,
-        num_heads=num_heads,
-        num_head_channels=num_head_channels,
-        num_heads_upsample=num_heads_upsample,
-        use_scale_shift_norm=use_scale_shift_norm,
-        resblock_updown=resblock_updown,
-        use_new_attention_order=use_new_attention_order,
-    )
-
-
-# The model flags of the reference scripts and their defaults (guided-diffusion's
-# model_and_diffusion_defaults, restricted to the model; learn_sigma is shared with the diffusion).
-MODEL_FLAG_DEFAULTS: dict[str, Any] = dict(
-    image_size=64,
-    num_channels=128,
-    num_res_blocks=2,
-    channel_mult="",
-    learn_sigma=False,
-    class_cond=False,
-    use_checkpoint=False,
-    attention_resolutions="16,8",
-    num_heads=4,
-    num_head_channels=-1,
-    num_heads_upsample=-1,
-    use_scale_shift_norm=True,
-    dropout=0.0,
-    resblock_updown=False,
-    use_fp16=False,
-    use_new_attention_order=False,
-)
-
-
-def model_kwargs(flags: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of a flag dict (e.g. ``ADM_FLAGS["256_uncond"]``) that ``create_model`` takes."""
-    keys = (*MODEL_FLAG_DEFAULTS, "in_channels", "num_classes")
-    return {k: flags[k] for k in keys if k in flags}
-
-
-def str2bool(v: str | bool) -> bool:
-    """Parse "True"/"False" (also yes/no, t/f, y/n, 1/0) as the reference scripts do."""
-    if isinstance(v, bool):
-        return v
-    if v.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if v.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r} (use True or False)")
-
-
-def add_model_args(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
-    """Add the reference's model flags (``--image_size``, ``--use_fp16 True``, ...) to ``parser``.
-
-    :param defaults: flag values to default to; None -> the 256x256 unconditional model that SDA
-        uses, other flags at the reference's defaults.
-    """
-    values = {**MODEL_FLAG_DEFAULTS, **model_kwargs(ADM_256_UNCOND_FLAGS if defaults is None else defaults)}
-    for name, default in MODEL_FLAG_DEFAULTS.items():
-        kind = str2bool if isinstance(default, bool) else type(default)
-        parser.add_argument(f"--{name}", default=values[name], type=kind)
-
-
-def model_kwargs_from_args(args: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
-    """The ``create_model`` keyword arguments from parsed flags (a Namespace or a dict)."""
-    return model_kwargs(vars(args) if isinstance(args, argparse.Namespace) else args)
-
-
-def load_adm_checkpoint(model: UNetModel, path: str | os.PathLike, allow_pickle: bool = False) -> UNetModel:
-    """Load a guided-diffusion checkpoint (a plain state dict) into ``model`` strictly.
-
-    Raises UserError for a missing file, an unsafe pickle (unless ``allow_pickle``) or a key/shape
-    mismatch (the message names the file and the missing/unexpected keys). Returns ``model``.
-    """
-    from sda.utils.checkpoint import extract_state_dict, load_state_dict_strict, safe_load
-
-    obj = safe_load(path, allow_pickle=allow_pickle)
-    load_state_dict_strict(model, extract_state_dict(obj), what=str(path))
-    return model

@@ -7,12 +7,14 @@ select the process group; CUDA uses NCCL, CPU uses gloo.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from sda.utils.errors import UserError
 
 T = TypeVar("T")
 
@@ -33,8 +35,6 @@ def init_distributed(device: str | None = None) -> DistInfo:
     """
     want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if want_cuda and not torch.cuda.is_available():
-        from sda.utils.errors import UserError
-
         raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -48,6 +48,16 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo")
     return DistInfo(rank, world_size, local_rank, dev, distributed)
+
+
+def is_grouped() -> bool:
+    """True inside a torch.distributed process group (torchrun)."""
+    return dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the process group, or (0, 1) without one."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def is_main() -> bool:
@@ -66,6 +76,27 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def rank0_plan(make_plan: Callable[[], T]) -> T:
+    """Rank 0 makes the plan (lists the work, checks the inputs) before anyone writes; every rank gets it.
+
+    A :class:`UserError` raised on rank 0 is raised on every rank, so no rank waits for a plan that never
+    comes. Without a process group the caller is its own rank 0.
+    """
+    if not dist.is_initialized():
+        return make_plan()
+    payload: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            payload[0] = ("ok", make_plan())
+        except UserError as e:
+            payload[0] = ("error", str(e))
+    dist.broadcast_object_list(payload, src=0)
+    status, value = payload[0]
+    if status == "error":
+        raise UserError(value)
+    return value
 
 
 def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:

@@ -97,3 +97,12 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
             return im.convert("RGB")
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from e
+
+
+def class_folders(root: str | os.PathLike, fix: str = "check the path") -> list[str]:
+    """The class folders under ``root`` in label order (sorted names, hidden ones skipped), as
+    mmpretrain's CustomDataset orders them. A missing ``root`` is a UserError ending with ``fix``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist; {fix}")
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sda.models.unet import create_model
+from sda.align import AlignConfig, ProjectionConfig, project_folder
+from sda.models.adm_flags import create_model
 
 # Flags as the CLI takes them (image_size 16 keeps every test fast; D=4 divides it).
 TINY_FLAGS = dict(
@@ -65,3 +66,14 @@ def make_layout(
             write_images(root / prefix / cls, names, seed=10 * i + j)
             rels += [str(Path(prefix) / cls / n) for n in names]
     return rels
+
+
+PROJECTION_KEYS = ("N", "D", "scale", "guidance_norm", "lowpass", "clip_denoised")
+RUN_KEYS = ("rank", "world_size", "device")
+
+
+def project_flat(model: torch.nn.Module, diffusion, **kw) -> dict:
+    """``project_folder`` with the settings given flat (N=, D=, base_samples=, ...), as the tests write them."""
+    projection = ProjectionConfig(**{k: kw.pop(k) for k in PROJECTION_KEYS if k in kw})
+    run = {k: kw.pop(k) for k in RUN_KEYS if k in kw}
+    return project_folder(model, diffusion, AlignConfig(projection=projection, **kw), **run)

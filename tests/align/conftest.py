@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sda.align.projection import prepare_model
 from sda.diffusion import create_diffusion
-from sda.projection import prepare_model
 
 sys.path.insert(0, str(Path(__file__).parent))  # test modules here import align_helpers
 from align_helpers import tiny_unet  # noqa: E402

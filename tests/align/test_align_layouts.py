@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from align_helpers import FAST, make_layout, write_images
+from align_helpers import FAST, make_layout, project_flat, write_images
 from PIL import Image
 
-import sda.align_data as align_data
-from sda.align_data import center_crop_arr, discover_jobs, image_sets, load_image, project_folder
+import sda.align.runner as align_runner
+from sda.align.layout import discover_jobs, image_sets, load_image
+from sda.utils import layout
 from sda.utils.errors import UserError
+from sda.utils.images import center_crop_arr
 from sda.utils.io import list_images
 
 
@@ -42,7 +44,7 @@ def test_load_image_range_and_grayscale(tmp_path: Path) -> None:
 
 def test_layout_c_several_corruptions_and_severities(tmp_path: Path, model, diffusion) -> None:
     rels = make_layout(tmp_path / "in", "C", corruptions=("fog", "snow"), severities=(3, 5))
-    summary = project_folder(
+    summary = project_flat(
         model,
         diffusion,
         base_samples=tmp_path / "in",
@@ -63,14 +65,14 @@ def test_layout_c_several_corruptions_and_severities(tmp_path: Path, model, diff
 
 def test_layout_w_and_d_and_formats(tmp_path: Path, model, diffusion) -> None:
     rels = make_layout(tmp_path / "inW", "W")
-    project_folder(
+    project_flat(
         model, diffusion, base_samples=tmp_path / "inW", save_dir=tmp_path / "out", datatype="W", image_size=16, **FAST
     )
     assert outputs(tmp_path / "out" / "ImageNet-W-Syn") == sorted(rels)
 
     write_images(tmp_path / "inD" / "0000", ["000000.png", "000001.png"])
     write_images(tmp_path / "inD" / "0001", ["000002.png", "000003.JPEG"])
-    project_folder(
+    project_flat(
         model, diffusion, base_samples=tmp_path / "inD", save_dir=tmp_path / "out", datatype="D", image_size=16, **FAST
     )
     d_root = tmp_path / "out" / "DiT-Syn"
@@ -78,7 +80,7 @@ def test_layout_w_and_d_and_formats(tmp_path: Path, model, diffusion) -> None:
     with Image.open(d_root / "0001/000003.JPEG") as a, Image.open(d_root / "0000/000000.png") as b:
         assert a.format == "JPEG" and b.format == "PNG"
 
-    project_folder(
+    project_flat(
         model,
         diffusion,
         base_samples=tmp_path / "inD",
@@ -111,12 +113,12 @@ def test_exactly_once_over_three_ranks(tmp_path: Path, model, diffusion, monkeyp
     write_images(tmp_path / "in" / "a", [f"{k}.png" for k in range(6)])
     write_images(tmp_path / "in" / "b", [f"{k}.png" for k in range(4)])
     writes: list[str] = []
-    real_save = align_data.save_image
+    real_save = align_runner.save_image
     monkeypatch.setattr(
-        align_data, "save_image", lambda img, path, **kw: (writes.append(str(path)), real_save(img, path, **kw))
+        align_runner, "save_image", lambda img, path, **kw: (writes.append(str(path)), real_save(img, path, **kw))
     )
     for rank in range(3):  # simulated ranks without a process group, one after another
-        project_folder(
+        project_flat(
             model,
             diffusion,
             base_samples=tmp_path / "in",
@@ -133,7 +135,7 @@ def test_exactly_once_over_three_ranks(tmp_path: Path, model, diffusion, monkeyp
 
 def test_resume_after_interruption(tmp_path: Path, model, diffusion, monkeypatch) -> None:
     make_layout(tmp_path / "in", "W", per_class=5)  # 10 images, batches of 4
-    real_project = align_data.project
+    real_project = align_runner.project
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -142,30 +144,30 @@ def test_resume_after_interruption(tmp_path: Path, model, diffusion, monkeypatch
             raise KeyboardInterrupt
         return real_project(*args, **kwargs)
 
-    monkeypatch.setattr(align_data, "project", interrupted)
+    monkeypatch.setattr(align_runner, "project", interrupted)
     kw = dict(base_samples=tmp_path / "in", save_dir=tmp_path / "out", datatype="W", image_size=16, **FAST)
     with pytest.raises(KeyboardInterrupt):
-        project_folder(model, diffusion, **kw)
+        project_flat(model, diffusion, **kw)
     root = tmp_path / "out" / "ImageNet-W-Syn"
     done = outputs(root)
     assert len(done) == 8 and not list(root.rglob("*.tmp"))
     before = {p: (root / p).stat().st_mtime_ns for p in done}
-    monkeypatch.setattr(align_data, "project", real_project)
-    summary = project_folder(model, diffusion, **kw)
+    monkeypatch.setattr(align_runner, "project", real_project)
+    summary = project_flat(model, diffusion, **kw)
     assert summary["skipped"] == 8 and summary["written"] == 2 and len(outputs(root)) == 10
     assert all((root / p).stat().st_mtime_ns == t for p, t in before.items())
     manifest = json.loads((root / "val" / "align_manifest.json").read_text())
     assert manifest["complete"] and manifest["projected_this_run"] == 2
     with pytest.raises(UserError, match="other settings"):
-        project_folder(model, diffusion, **{**kw, "scale": 1.0})
+        project_flat(model, diffusion, **{**kw, "scale": 1.0})
 
 
 def test_sample_norm_results_do_not_depend_on_ranks(tmp_path: Path, model, diffusion) -> None:
     make_layout(tmp_path / "in", "W", per_class=3)
     kw = dict(base_samples=tmp_path / "in", datatype="W", image_size=16, guidance_norm="sample", lossless=True, **FAST)
-    project_folder(model, diffusion, save_dir=tmp_path / "one", **kw)
+    project_flat(model, diffusion, save_dir=tmp_path / "one", **kw)
     for rank in range(2):
-        project_folder(model, diffusion, save_dir=tmp_path / "two", rank=rank, world_size=2, **kw)
+        project_flat(model, diffusion, save_dir=tmp_path / "two", rank=rank, world_size=2, **kw)
     for rel in outputs(tmp_path / "one" / "ImageNet-W-Syn"):
         a = np.array(Image.open(tmp_path / "one" / "ImageNet-W-Syn" / rel), dtype=int)
         b = np.array(Image.open(tmp_path / "two" / "ImageNet-W-Syn" / rel), dtype=int)
@@ -183,7 +185,7 @@ def test_sample_norm_results_do_not_depend_on_ranks(tmp_path: Path, model, diffu
 def test_wrong_layout_is_a_clear_error(tmp_path: Path, model, diffusion, datatype, make, expect) -> None:
     make(tmp_path / "in")
     with pytest.raises(UserError, match=expect):
-        project_folder(
+        project_flat(
             model,
             diffusion,
             base_samples=tmp_path / "in",
@@ -200,18 +202,18 @@ def test_bad_settings_are_user_errors(tmp_path: Path, model, diffusion) -> None:
     make_layout(tmp_path / "in", "W")
     kw = dict(base_samples=tmp_path / "in", save_dir=tmp_path / "out", datatype="W")
     with pytest.raises(UserError, match="divisible"):
-        project_folder(model, diffusion, image_size=16, **{**FAST, "D": 32}, **kw)
+        project_flat(model, diffusion, image_size=16, **{**FAST, "D": 32}, **kw)
     with pytest.raises(UserError, match="--N"):
-        project_folder(model, diffusion, image_size=16, **{**FAST, "N": 50}, **kw)
+        project_flat(model, diffusion, image_size=16, **{**FAST, "N": 50}, **kw)
     with pytest.raises(UserError, match="severity"):
-        align_data.parse_severities("7")
-    assert align_data.parse_corruptions("all") == list(align_data.CORRUPTIONS)
+        layout.parse_severities("7")
+    assert layout.parse_corruptions("all") == list(layout.CORRUPTIONS)
 
 
 def test_refuses_to_overwrite_its_inputs(tmp_path: Path, model, diffusion) -> None:
     write_images(tmp_path / "data" / "DiT-Syn" / "0000", ["000000.png"])
     with pytest.raises(UserError, match="replace the inputs"):
-        project_folder(
+        project_flat(
             model,
             diffusion,
             base_samples=tmp_path / "data" / "DiT-Syn",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import align_helpers  # tests/align, on sys.path through conftest.py
@@ -10,16 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from sda.align.config import ProjectionConfig
+from sda.align.lowpass import LowPass, lowpass_resize_right
+from sda.align.projection import prepare_model, project, project_progressive, project_reference_style
 from sda.diffusion import create_diffusion, randn_like_gen
-from sda.projection import (
-    LowPass,
-    lowpass_resize_right,
-    prepare_model,
-    project,
-    project_progressive,
-    project_reference_style,
-    to_uint8,
-)
+from sda.utils.images import to_uint8
 from sda.utils.seed import make_generator
 
 
@@ -76,13 +72,13 @@ def test_oracle_model_projects_back_to_the_input() -> None:
     base = create_diffusion("")  # the 1000-step process the model is trained on
     ref = smooth_refs(3)
     model = OracleEps(ref, base.alphas_cumprod)
-    out = project(model, diffusion, ref, N=10, D=4, scale=6.0, generator=gens(3))
+    out = project(model, diffusion, ref, ProjectionConfig(N=10, D=4, scale=6.0), generator=gens(3))
     assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
 
 
 def test_scale_zero_equals_plain_noising_and_denoising() -> None:
     model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
-    out = project(model, diffusion, ref, N=5, D=4, scale=0.0, generator=gens(2))
+    out = project(model, diffusion, ref, ProjectionConfig(N=5, D=4, scale=0.0), generator=gens(2))
     g = gens(2)
     with torch.no_grad():
         x = diffusion.q_sample(ref, torch.full((2,), 5), generator=g)
@@ -95,64 +91,59 @@ def test_matches_reference_loop_and_explicit_noise() -> None:
     model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(3)
     g = gens(3, base=7)
     noises = [randn_like_gen(ref.shape, g) for _ in range(5 + 1)]  # q_sample noise, then one per step
-    expected = project_reference_style(model, diffusion, ref, 5, 4, 6.0, noises)
-    by_gen = project(model, diffusion, ref, N=5, D=4, scale=6.0, generator=gens(3, base=7))
-    by_noise = project(model, diffusion, ref, N=5, D=4, scale=6.0, noise=noises[0], step_noise=noises[1:])
+    cfg = ProjectionConfig(N=5, D=4, scale=6.0)
+    expected = project_reference_style(model, diffusion, ref, cfg, noises)
+    by_gen = project(model, diffusion, ref, cfg, generator=gens(3, base=7))
+    by_noise = project(model, diffusion, ref, cfg, noise=noises[0], step_noise=noises[1:])
     assert torch.equal(by_gen, by_noise)
     assert torch.allclose(by_gen, expected, atol=1e-5), (by_gen - expected).abs().max()
-    slow = project(
-        model,
-        diffusion,
-        ref,
-        N=5,
-        D=4,
-        scale=6.0,
-        generator=gens(3, base=7),
-        lowpass=lambda x: lowpass_resize_right(x, 4),
-    )
+    slow = project(model, diffusion, ref, cfg, generator=gens(3, base=7), lowpass=lambda x: lowpass_resize_right(x, 4))
     assert torch.allclose(slow, expected, atol=1e-6)
 
 
 def test_batch_and_sample_norms() -> None:
     model, diffusion = tiny_unet(), create_diffusion("10")
-    kw = dict(N=4, D=4, scale=6.0)
+    batch = ProjectionConfig(N=4, D=4, scale=6.0, guidance_norm="batch")
+    sample = ProjectionConfig(N=4, D=4, scale=6.0, guidance_norm="sample")
     one = smooth_refs(1)
-    a = project(model, diffusion, one, guidance_norm="batch", generator=gens(1), **kw)
-    b = project(model, diffusion, one, guidance_norm="sample", generator=gens(1), **kw)
+    a = project(model, diffusion, one, batch, generator=gens(1))
+    b = project(model, diffusion, one, sample, generator=gens(1))
     assert torch.allclose(a, b, atol=1e-6)
     three = smooth_refs(3)
-    a = project(model, diffusion, three, guidance_norm="batch", generator=gens(3), **kw)
-    b = project(model, diffusion, three, guidance_norm="sample", generator=gens(3), **kw)
+    a = project(model, diffusion, three, batch, generator=gens(3))
+    b = project(model, diffusion, three, sample, generator=gens(3))
     assert (a - b).abs().max() > 1e-3
 
 
 def test_sample_norm_is_independent_of_the_batch() -> None:
     model, diffusion = tiny_unet(), create_diffusion("10")
-    kw = dict(N=4, D=4, scale=6.0, guidance_norm="sample")
+    cfg = ProjectionConfig(N=4, D=4, scale=6.0, guidance_norm="sample")
     refs = smooth_refs(3)
-    together = project(model, diffusion, refs, generator=gens(3), **kw)
-    alone = project(model, diffusion, refs[1:2], generator=gens(3)[1:2], **kw)
+    together = project(model, diffusion, refs, cfg, generator=gens(3))
+    alone = project(model, diffusion, refs[1:2], cfg, generator=gens(3)[1:2])
     other = torch.cat([smooth_refs(1, seed=5), refs[1:2]])
-    mixed = project(model, diffusion, other, generator=[make_generator(99), gens(3)[1]], **kw)
+    mixed = project(model, diffusion, other, cfg, generator=[make_generator(99), gens(3)[1]])
     assert torch.allclose(together[1:2], alone, atol=1e-5)
     assert torch.allclose(mixed[1:2], alone, atol=1e-5)
-    batch_alone = project(model, diffusion, refs[1:2], generator=gens(3)[1:2], **{**kw, "guidance_norm": "batch"})
-    batch_together = project(model, diffusion, refs, generator=gens(3), **{**kw, "guidance_norm": "batch"})
+    batch = dataclasses.replace(cfg, guidance_norm="batch")
+    batch_alone = project(model, diffusion, refs[1:2], batch, generator=gens(3)[1:2])
+    batch_together = project(model, diffusion, refs, batch, generator=gens(3))
     assert (batch_together[1:2] - batch_alone).abs().max() > 1e-4  # the reference norm couples images
 
 
 def test_progressive_yields_n_steps_and_norms() -> None:
     model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
-    steps = list(project_progressive(model, diffusion, ref, N=3, D=4, scale=1.0, generator=gens(2)))
+    steps = list(project_progressive(model, diffusion, ref, ProjectionConfig(N=3, D=4, scale=1.0), generator=gens(2)))
     assert len(steps) == 3 and all(s["norm"].ndim == 0 for s in steps)
     with pytest.raises(ValueError, match="N=11"):
-        list(project_progressive(model, diffusion, ref, N=11))
+        list(project_progressive(model, diffusion, ref, ProjectionConfig(N=11)))
 
 
 def test_bf16_precision_runs_close_to_fp32() -> None:
     diffusion, ref = create_diffusion("10"), smooth_refs(2)
-    fp32 = project(tiny_unet(), diffusion, ref, N=3, D=4, scale=6.0, generator=gens(2))
-    bf16 = project(prepare_model(tiny_unet(), "bf16"), diffusion, ref, N=3, D=4, scale=6.0, generator=gens(2))
+    cfg = ProjectionConfig(N=3, D=4, scale=6.0)
+    fp32 = project(tiny_unet(), diffusion, ref, cfg, generator=gens(2))
+    bf16 = project(prepare_model(tiny_unet(), "bf16"), diffusion, ref, cfg, generator=gens(2))
     assert bf16.dtype == torch.float32
     assert torch.isfinite(bf16).all() and (bf16 - fp32).abs().mean() < 0.02
 
@@ -164,4 +155,4 @@ def test_to_uint8_matches_torchvision_save_image() -> None:
     buf = io.BytesIO()
     save_image(x, buf, format="PNG", nrow=1, normalize=True, value_range=(-1, 1))
     expected = np.array(Image.open(buf))  # (8, 8, 3)
-    assert np.array_equal(to_uint8(x[0]).permute(1, 2, 0).numpy(), expected)
+    assert np.array_equal(to_uint8(x[0], "adm").permute(1, 2, 0).numpy(), expected)

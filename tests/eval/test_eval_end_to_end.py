@@ -20,8 +20,9 @@ from PIL import Image
 from sda.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-# eval/test_ensemble.py under its own module name (tests/test_ensemble.py has the same basename)
-_spec = importlib.util.spec_from_file_location("sda_eval_entry", REPO / "eval" / "test_ensemble.py")
+# eval/evaluate.py, the evaluation command (the torchrun test below runs it under the reference's name,
+# eval/test_ensemble.py, which must keep working)
+_spec = importlib.util.spec_from_file_location("sda_eval_entry", REPO / "eval" / "evaluate.py")
 entry = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(entry)
 
@@ -54,7 +55,7 @@ def _make_layout(root: Path, subdirs, per_class=(3, 2, 2), seed=0):
     """Raw and projected trees with the same relative paths; 7 images per subset (odd)."""
     rng = np.random.RandomState(seed)
     for sub in subdirs:
-        for c, n in zip(CLASSES, per_class):
+        for c, n in zip(CLASSES, per_class, strict=True):
             for i in range(n):
                 for tree in ("raw", "proj"):
                     p = root / tree / sub / c / f"{c}_{i}.png"

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sda.bn_adapt import adapt_bn_statistics
-from sda.classifiers import build_classifier_from_config
+from sda.finetune.bn_adapt import adapt_bn_statistics
+from sda.finetune.classifiers import build_classifier_from_config
 from sda.utils.checkpoint import safe_load
 
 ROOT = Path(__file__).resolve().parents[2]

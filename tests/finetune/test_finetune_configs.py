@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sda.classifiers import PAPER_MODELS, build_classifier, load_config
+from sda.finetune.classifiers import build_classifier, load_config
+from sda.utils.weights import PAPER_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 # files starting with "_" are shared recipe fragments, not runnable configs

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sda.classifiers import build_classifier_from_config, classifier_logits
+from sda.finetune.classifiers import build_classifier_from_config, classifier_logits
 from sda.utils.checkpoint import safe_load
 from sda.utils.errors import UserError
 

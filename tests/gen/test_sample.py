@@ -12,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sda import generation
-from sda.generation import generate, parse_args, parse_classes
+from sda.gen import GenConfig, generate
+from sda.gen import models as gen_models
+from sda.gen import sampler as gen_sampler
+from sda.gen.config import parse_classes
 from sda.models.dit import build_dit
 from sda.utils.cli import run_main
 from sda.utils.errors import UserError
@@ -62,7 +64,7 @@ def flags(ckpt: Path, out: Path, *extra: str) -> list[str]:
 
 
 def run(ckpt: Path, out: Path, *extra: str) -> dict:
-    return generate(parse_args(flags(ckpt, out, *extra)))
+    return generate(GenConfig.from_argv(flags(ckpt, out, *extra)))
 
 
 def read_set(root: Path) -> dict[str, bytes]:
@@ -88,10 +90,10 @@ def test_layout_counts_manifest_and_grid(ckpt, tmp_path):
 
 
 def test_folder_name_records_the_settings(ckpt, tmp_path):
-    args = parse_args(flags(ckpt, tmp_path)[:-8] + ["--sample-dir", str(tmp_path), "--cfg-scale", "1.5"])
-    assert generation.output_root(args) == tmp_path / "DiT-d2w64h2-4-tiny-dit-size-16-vae-none-cfg-1.5-seed-0-steps-4"
-    full = parse_args(["--ckpt", "pretrained_ckpt/DiT-XL-2-256x256.pt", "--cfg-scale", "1.0"])
-    assert generation.folder_name(full) == "DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed-0"
+    args = GenConfig.from_argv(flags(ckpt, tmp_path)[:-8] + ["--sample-dir", str(tmp_path), "--cfg-scale", "1.5"])
+    assert args.output_root() == tmp_path / "DiT-d2w64h2-4-tiny-dit-size-16-vae-none-cfg-1.5-seed-0-steps-4"
+    full = GenConfig.from_argv(["--ckpt", "pretrained_ckpt/DiT-XL-2-256x256.pt", "--cfg-scale", "1.0"])
+    assert full.folder_name() == "DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed-0"
 
 
 def test_same_bytes_for_any_batch_size(ckpt, tmp_path):
@@ -155,7 +157,7 @@ def test_resume_after_interruption(ckpt, tmp_path, monkeypatch):
     reference = tmp_path / "ref"
     run(ckpt, reference, "--per-proc-batch-size", "2", "--grid-size", "0")
     out = tmp_path / "resumed"
-    real_sample = generation.Sampler.sample
+    real_sample = gen_sampler.Sampler.sample
     calls: list[int] = []
 
     def interrupted(self, labels, seeds):
@@ -164,7 +166,7 @@ def test_resume_after_interruption(ckpt, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the job were killed during the third batch
         return real_sample(self, labels, seeds)
 
-    monkeypatch.setattr(generation.Sampler, "sample", interrupted)
+    monkeypatch.setattr(gen_sampler.Sampler, "sample", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(ckpt, out, "--per-proc-batch-size", "2", "--grid-size", "0")
     assert len(read_set(out)) == 4
@@ -172,7 +174,7 @@ def test_resume_after_interruption(ckpt, tmp_path, monkeypatch):
     (out / "0002" / ".000001.png.x1y2.tmp").write_bytes(b"partial")  # a write cut off by a kill -9
     calls.clear()
     monkeypatch.setattr(
-        generation.Sampler,
+        gen_sampler.Sampler,
         "sample",
         lambda self, labels, seeds: (calls.append(len(labels)), real_sample(self, labels, seeds))[1],
     )
@@ -205,7 +207,7 @@ def test_errors_are_one_line_with_exit_code_2(ckpt, tmp_path, monkeypatch, capsy
     def main_with(argv):
         monkeypatch.setattr(sys, "argv", ["gen/sample.py", *argv])
         with pytest.raises(SystemExit) as e:
-            run_main(lambda: generate(parse_args()))
+            run_main(lambda: generate(GenConfig.from_argv()))
         assert e.value.code == 2
         return capsys.readouterr().err
 
@@ -233,18 +235,16 @@ def test_errors_are_one_line_with_exit_code_2(ckpt, tmp_path, monkeypatch, capsy
     )
     assert "checkpoint" in err  # a latent model needs 4 input channels: the pixel checkpoint is refused first
     with pytest.raises(UserError, match="download_ckpt.sh.*stabilityai/sd-vae-ft-ema"):
-        generation.load_vae(tmp_path / "no-vae-here")
+        gen_models.load_vae(tmp_path / "no-vae-here")
     with pytest.raises(UserError, match="--cfg-scale"):
         run(ckpt, tmp_path / "o", "--cfg-scale", "0.5")
 
 
 def test_clip_denoised_defaults_follow_the_space():
-    from sda.generation import parse_args
-
-    assert parse_args(["--model", "DiT-S/8"]).clip_denoised is False  # latent: official DiT
-    assert parse_args(["--model", "DiT-S/8", "--no-vae"]).clip_denoised is True  # pixel space
-    assert parse_args(["--model", "ADM", "--image_size", "32"]).clip_denoised is True
-    assert parse_args(["--model", "DiT-S/8", "--clip-denoised", "true"]).clip_denoised is True
+    assert GenConfig.from_argv(["--model", "DiT-S/8"]).clip_denoised is False  # latent: official DiT
+    assert GenConfig.from_argv(["--model", "DiT-S/8", "--no-vae"]).clip_denoised is True  # pixel space
+    assert GenConfig.from_argv(["--model", "ADM", "--image_size", "32"]).clip_denoised is True
+    assert GenConfig.from_argv(["--model", "DiT-S/8", "--clip-denoised", "true"]).clip_denoised is True
 
 
 def test_generate_leaves_autograd_enabled(tmp_path):
@@ -253,7 +253,7 @@ def test_generate_leaves_autograd_enabled(tmp_path):
     model = build_dit("DiT-S/8", input_size=16, num_classes=2, in_channels=3)
     torch.save(model.state_dict(), tmp_path / "m.pt")
     generate(
-        parse_args(
+        GenConfig.from_argv(
             [
                 "--model",
                 "DiT-S/8",
@@ -282,7 +282,7 @@ def test_generate_leaves_autograd_enabled(tmp_path):
 
 def test_adm_model_target_flags(tmp_path):
     from sda.diffusion import ModelMeanType
-    from sda.models.unet import create_model, model_kwargs
+    from sda.models.adm_flags import create_model, model_kwargs
 
     adm = {
         "num_channels": 32,
@@ -317,9 +317,9 @@ def test_adm_model_target_flags(tmp_path):
         (["--predict_v", "True"], ModelMeanType.VELOCITY),
         (["--predict_xstart", "True"], ModelMeanType.START_X),
     ):
-        sampler = generation.build_sampler(parse_args([*base, *extra]), torch.device("cpu"))
+        sampler = gen_sampler.build_sampler(GenConfig.from_argv([*base, *extra]), torch.device("cpu"))
         assert sampler.diffusion.model_mean_type == mean_type
     with pytest.raises(UserError, match="exclude each other"):
-        generation.build_sampler(
-            parse_args([*base, "--predict_v", "True", "--predict_xstart", "True"]), torch.device("cpu")
+        gen_sampler.build_sampler(
+            GenConfig.from_argv([*base, "--predict_v", "True", "--predict_xstart", "True"]), torch.device("cpu")
         )

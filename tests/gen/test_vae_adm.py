@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sda import generation
-from sda.generation import generate, parse_args
+from sda.gen import GenConfig, generate
+from sda.gen import models as gen_models
 from sda.models.dit import build_dit
 from sda.utils.errors import UserError
 
@@ -38,12 +38,12 @@ def vae_dir(tmp_path_factory) -> Path:
 
 
 def test_local_vae_decodes_latents_of_the_right_shape(vae_dir):
-    vae = generation.load_vae(vae_dir)
+    vae = gen_models.load_vae(vae_dir)
     with torch.no_grad():
-        x = vae.decode(torch.randn(2, 4, 4, 4) / generation.VAE_SCALE).sample
+        x = vae.decode(torch.randn(2, 4, 4, 4) / gen_models.VAE_SCALE).sample
     assert x.shape == (2, 3, 32, 32)
     with pytest.raises(UserError, match="not found.*download_ckpt.sh"):
-        generation.load_vae(vae_dir.parent / "missing")
+        gen_models.load_vae(vae_dir.parent / "missing")
 
 
 def test_latent_dit_through_vae_path(vae_dir, tmp_path):
@@ -51,7 +51,7 @@ def test_latent_dit_through_vae_path(vae_dir, tmp_path):
     torch.save(model.state_dict(), tmp_path / "latent.pt")
     out = tmp_path / "set"
     generate(
-        parse_args(
+        GenConfig.from_argv(
             [
                 "--model",
                 "DiT-d2w64h2/2",
@@ -84,7 +84,7 @@ def test_latent_dit_through_vae_path(vae_dir, tmp_path):
 
 def test_class_conditional_adm(tmp_path):
     pytest.importorskip("sda.models.unet")
-    from sda.models.unet import create_model
+    from sda.models.adm_flags import create_model
 
     flags = dict(
         image_size=8,
@@ -118,8 +118,8 @@ def test_class_conditional_adm(tmp_path):
         "cpu",
     ]
     adm_flags = [f"--{k}={v}" for k, v in flags.items()]
-    generate(parse_args([*argv, "--out-dir", str(tmp_path / "a"), "--per-proc-batch-size", "1", *adm_flags]))
-    generate(parse_args([*argv, "--out-dir", str(tmp_path / "b"), "--per-proc-batch-size", "4", *adm_flags]))
+    generate(GenConfig.from_argv([*argv, "--out-dir", str(tmp_path / "a"), "--per-proc-batch-size", "1", *adm_flags]))
+    generate(GenConfig.from_argv([*argv, "--out-dir", str(tmp_path / "b"), "--per-proc-batch-size", "4", *adm_flags]))
     a = sorted((tmp_path / "a").rglob("*.png"))
     assert [p.relative_to(tmp_path / "a") for p in a] == [
         p.relative_to(tmp_path / "b") for p in sorted((tmp_path / "b").rglob("*.png"))
@@ -130,4 +130,4 @@ def test_class_conditional_adm(tmp_path):
         assert len(a) == 3 and np.abs(x - y).max() <= 1
     assert Image.open(tmp_path / "a" / "0002" / "000000.png").size == (8, 8)
     with pytest.raises(UserError, match="class-conditional"):
-        generate(parse_args([*argv, "--out-dir", str(tmp_path / "c"), *adm_flags, "--class_cond=False"]))
+        generate(GenConfig.from_argv([*argv, "--out-dir", str(tmp_path / "c"), *adm_flags, "--class_cond=False"]))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sda.mini.demo import ADM_CONFIGS, adm_flags
-from sda.models.unet import MODEL_FLAG_DEFAULTS, create_model, load_adm_checkpoint, model_kwargs
+from sda.mini.pipeline import ADM_CONFIGS, adm_flags
+from sda.models.adm_flags import MODEL_FLAG_DEFAULTS, create_model, load_adm_checkpoint, model_kwargs
 from sda.utils.checkpoint import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]

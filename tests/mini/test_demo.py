@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sda.mini.demo import CONTROL_MODES, QUICK, adm_flags, claim_folder, run_key, stratified_subset, top1_table
-from sda.models.unet import create_model, model_kwargs_from_args
+from sda.mini.data import stratified_subset
+from sda.mini.pipeline import CONTROL_MODES, QUICK, adm_flags, claim_folder, run_key, top1_table
+from sda.models.adm_flags import create_model, model_kwargs_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_adm_flags_build_the_mini_models():
     import argparse
 
-    from sda.models.unet import add_model_args
+    from sda.models.adm_flags import add_model_args
 
     for which in ("uncond", "cond"):
         p = argparse.ArgumentParser()
@@ -61,10 +62,12 @@ def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
     out = tmp_path / "seed0"
     claim_folder(out, run_key(0, QUICK, assets))
     claim_folder(out, run_key(0, QUICK, assets))  # same inputs: resumes
-    with pytest.raises(UserError, match=r"seed0 holds a run made with other inputs \(settings changed\)"):
+    with pytest.raises(
+        UserError, match=r"seed0 holds outputs made with other settings \(settings\.scale: 6\.0 -> 3\.0\)"
+    ):
         claim_folder(out, run_key(0, dataclasses.replace(QUICK, scale=3.0), assets))
     (assets / "adm_cond.pt").write_bytes(b"retrained")
-    with pytest.raises(UserError, match=r"sha256, adm_cond.pt changed.*delete it"):
+    with pytest.raises(UserError, match=r"\(sha256\.adm_cond\.pt: .*delete it"):
         claim_folder(out, run_key(0, QUICK, assets))
     first = json.loads((out / "run_key.json").read_text())
     assert first["sha256"]["adm_cond.pt"] != run_key(0, QUICK, assets)["sha256"]["adm_cond.pt"]  # not overwritten

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from sda.generation import load_dit
+from sda.gen.models import load_dit
 from sda.models.dit import DiT_models, build_dit, sincos_pos_embed_2d, timestep_embedding
 from sda.utils.errors import UserError
 
@@ -137,8 +137,10 @@ def test_checkpoint_of_another_size_names_the_mismatch(tiny, tmp_path):
         load_dit("DiT-S/8", tmp_path / "deeper.pt", input_size=16, num_classes=10, in_channels=4)
     with pytest.raises(UserError, match="not found"):
         load_dit("DiT-S/8", tmp_path / "nope.pt", input_size=16, num_classes=10, in_channels=4)
-    with pytest.raises(UserError, match="unknown DiT model"):
+    with pytest.raises(ValueError, match="unknown DiT model"):  # the model raises plain ValueErrors ...
         build_dit("DiT-M/2")
+    with pytest.raises(UserError, match="unknown DiT model"):  # ... which the stage turns into one clear line
+        load_dit("DiT-M/2", tmp_path / "s8.pt", input_size=16, num_classes=10, in_channels=4)
 
 
 def test_null_class_row(tiny):

@@ -9,10 +9,9 @@ import math
 import pytest
 import torch
 
-from sda.models.unet import (
+from sda.models.adm_flags import (
     ADM_256_UNCOND_FLAGS,
     ADM_FLAGS,
-    UNetModel,
     add_model_args,
     create_model,
     load_adm_checkpoint,
@@ -20,6 +19,7 @@ from sda.models.unet import (
     model_kwargs_from_args,
     parse_channel_mult,
 )
+from sda.models.unet import UNetModel
 from sda.models.unet_blocks import GroupNorm32, QKVAttention, QKVAttentionLegacy, timestep_embedding
 from sda.utils.errors import UserError
 
@@ -252,7 +252,7 @@ def test_gradient_checkpointing_gives_same_gradients():
         x = _known_input().requires_grad_()
         _call(model, x).square().mean().backward()
         grads.append((x.grad, model.middle_block[1].qkv.weight.grad, model.input_blocks[3][1].qkv.weight.grad))
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 

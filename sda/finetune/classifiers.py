@@ -1,4 +1,4 @@
-"""MMPreTrain classifiers: configs, official mmcls v0 checkpoints, class-folder data.
+"""MMPreTrain classifiers: configs, official mmcls v0 checkpoints, input normalization, class-folder data.
 
 Stage 3 fine-tunes and Stage 4 evaluates mmpretrain 1.x ``ImageClassifier`` models built from the
 configs in ``configs/finetune``. The official ImageNet weights are mmcls 0.x files
@@ -11,8 +11,9 @@ changed between 0.x and 1.x so they load strictly:
   patch-merging layers already used ``nn.Unfold`` order in 0.x, so their weights carry over as is.
 
 Checkpoints load through :func:`sda.utils.checkpoint.safe_load` (no arbitrary pickles unless the
-user passes ``--allow-pickle``); :func:`install_safe_checkpoint_loading` routes mmengine's own
-loading of local files (``load_from``, ``--resume``) through it as well.
+user passes ``--allow-pickle``); ``sda.finetune.checkpoints`` routes mmengine's own loading of local
+files (``load_from``, ``--resume``) through it as well. :class:`Normalizer` is the one path from pixels
+to a classifier's input.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import collections
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,10 @@ from torch import nn
 
 from sda.utils.checkpoint import extract_state_dict, load_state_dict_strict, safe_load
 from sda.utils.errors import UserError
+from sda.utils.io import class_folders
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FINETUNE_CONFIG_DIR = REPO_ROOT / "configs" / "finetune"
-PAPER_MODELS = ("ResNet50", "SwinT", "SwinB", "ConvNeXtT", "ConvNeXtB")
-# the official mmcls v0 ImageNet checkpoints, https://download.openmmlab.com/mmclassification/v0/
-OFFICIAL_CHECKPOINTS = {
-    "ResNet50": "resnet/resnet50_8xb32_in1k_20210831-ea4938fc.pth",
-    "SwinT": "swin-transformer/swin_tiny_224_b16x64_300e_imagenet_20210616_090925-66df6be6.pth",
-    "SwinB": "swin-transformer/swin_base_224_b16x64_300e_imagenet_20210616_190742-93230b0d.pth",
-    "ConvNeXtT": "convnext/convnext-tiny_3rdparty_32xb128_in1k_20220124-18abde00.pth",
-    "ConvNeXtB": "convnext/convnext-base_3rdparty_32xb128_in1k_20220124-d0915162.pth",
-}
 # Types inside mmengine training checkpoints beyond sda.utils.checkpoint's allow-list:
 # MultiStepLR keeps its milestones in a Counter.
 _EXTRA_SAFE_GLOBALS: list[Any] = [collections.Counter]
@@ -127,14 +120,14 @@ def convert_v0_state_dict(sd: Mapping[str, torch.Tensor], arch: str | None = Non
     return out
 
 
-def _safe_load(path: str | os.PathLike, allow_pickle: bool = False, map_location: Any = "cpu") -> Any:
+def safe_load_classifier(path: str | os.PathLike, allow_pickle: bool = False, map_location: Any = "cpu") -> Any:
     with torch.serialization.safe_globals(_EXTRA_SAFE_GLOBALS):
         return safe_load(path, allow_pickle=allow_pickle, map_location=map_location)
 
 
 def load_classifier_weights(model: nn.Module, ckpt_path: str | os.PathLike, allow_pickle: bool = False) -> dict:
     """Load an mmcls v0 or mmpretrain 1.x checkpoint into ``model`` strictly; returns its meta."""
-    obj = _safe_load(ckpt_path, allow_pickle=allow_pickle)
+    obj = safe_load_classifier(ckpt_path, allow_pickle=allow_pickle)
     sd = convert_v0_state_dict(extract_state_dict(obj, keys=("state_dict", "model")))
     load_state_dict_strict(model, sd, f"checkpoint {ckpt_path}")
     meta = obj.get("meta") if isinstance(obj, Mapping) else None
@@ -161,123 +154,77 @@ def build_classifier_from_config(
     return model.to(device).eval()
 
 
-def load_classifier(config: Any, ckpt: str | os.PathLike | None, allow_pickle: bool = False) -> nn.Module:
-    """Shorthand of :func:`build_classifier_from_config` on the CPU."""
-    return build_classifier_from_config(config, ckpt, allow_pickle=allow_pickle)
+class Normalizer:
+    """The classifier's input normalization (its ``data_preprocessor``): ``(x[, BGR->RGB] - mean) / std``.
+
+    The one path from pixels to the model: eval, BN-adapt and the mini benchmark's gates all use it.
+    Pixels from mmcv's ``LoadImageFromFile`` (the configs' test pipelines) are BGR; ``channel_order="rgb"``
+    is for pixels already in RGB (PIL), which then skip the flip.
+    """
+
+    def __init__(self, mean: Any, std: Any, to_rgb: bool):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)  # (1, 3, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)  # (1, 3, 1, 1)
+        self.to_rgb = to_rgb
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Normalizer:
+        dp = (cfg.get("model") or {}).get("data_preprocessor") or cfg.get("data_preprocessor")
+        if not dp or dp.get("mean") is None or dp.get("std") is None:
+            raise UserError("the config has no data_preprocessor mean/std; use one of configs/eval/*.py")
+        return cls(dp["mean"], dp["std"], bool(dp.get("to_rgb", False) or dp.get("bgr_to_rgb", False)))
+
+    @classmethod
+    def of_model(cls, model: nn.Module) -> Normalizer:
+        pre = model.data_preprocessor
+        return cls(pre.mean, pre.std, bool(getattr(pre, "_channel_conversion", False)))
+
+    def __call__(self, x: torch.Tensor, channel_order: str = "bgr") -> torch.Tensor:
+        x = x.float()  # (N, 3, H, W)
+        if self.to_rgb and channel_order == "bgr":
+            x = x.flip(1)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)  # (N, 3, H, W)
+
+
+def build_pipeline(cfg: Any) -> Callable[[dict], dict]:
+    """The test pipeline of an mmengine config (``test_pipeline`` or the test dataloader's)."""
+    import mmpretrain.datasets  # noqa: F401  (registers the transforms)
+    from mmcv.transforms import Compose
+    from mmpretrain.registry import TRANSFORMS
+
+    steps = cfg.get("test_pipeline")
+    if steps is None:
+        steps = (cfg.get("test_dataloader") or {}).get("dataset", {}).get("pipeline")
+    if not steps:
+        raise UserError("the config has no test_pipeline; use one of configs/eval/*.py")
+    return Compose([TRANSFORMS.build(dict(t)) for t in steps])
 
 
 @torch.no_grad()
 def classifier_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits of RGB pixel images (uint8 or float in [0, 255]), normalised by the model's mean/std.
+    """Logits of RGB pixel images (uint8 or float in [0, 255]), normalised as the model's preprocessor does.
 
     ``images``: (N, 3, H, W), already resized/cropped to the model's input size. Returns (N, classes).
     """
-    pre = getattr(model, "data_preprocessor", None)
-    x = images.to(next(model.parameters()).device, torch.float32)  # (N, 3, H, W)
-    if getattr(pre, "_enable_normalize", False):
-        x = (x - pre.mean) / pre.std  # (N, 3, H, W)
-    return model(x, mode="tensor")  # (N, classes)
+    x = images.to(next(model.parameters()).device)  # (N, 3, H, W)
+    return model(Normalizer.of_model(model)(x, channel_order="rgb"), mode="tensor")  # (N, classes)
 
 
-# ---------------------------------------------------------------------------------------------
-# mmengine glue: safe loading and a strict, v0-aware load_from / resume
-# ---------------------------------------------------------------------------------------------
-def install_safe_checkpoint_loading(allow_pickle: bool = False) -> None:
-    """Route mmengine's loading of local checkpoints (``load_from``, resume) through ``safe_load``.
-
-    mmengine 0.10 calls ``torch.load`` without ``weights_only``; torch >= 2.6 then refuses the
-    message-hub objects of its own checkpoints. Arbitrary pickles still need ``allow_pickle``.
-    """
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    def load_local(filename: str, map_location: Any = None) -> Any:
-        return _safe_load(os.path.expanduser(filename), allow_pickle=allow_pickle, map_location=map_location)
-
-    CheckpointLoader.register_scheme(prefixes="", loader=load_local, force=True)
-
-
-_BUFFER_TAG = "__history_buffer__"
-
-
-def _plain_message_hub(hub: dict) -> dict:
-    """mmengine's message-hub state with each HistoryBuffer as a plain dict of arrays.
-
-    A pickled HistoryBuffer holds bound methods (``getattr`` globals), which no safe loader may
-    accept; plain arrays load with ``weights_only=True``.
-    """
-    scalars = {}
-    for key, buf in hub.get("log_scalars", {}).items():
-        if hasattr(buf, "_log_history"):
-            buf = {
-                _BUFFER_TAG: True,
-                "log_history": buf._log_history,
-                "count_history": buf._count_history,
-                "max_length": buf.max_length,
-            }
-        scalars[key] = buf
-    return {**hub, "log_scalars": scalars}
-
-
-def _restore_message_hub(hub: dict) -> dict:
-    from mmengine.logging import HistoryBuffer
-
-    scalars = {}
-    for key, buf in hub.get("log_scalars", {}).items():
-        if isinstance(buf, Mapping) and buf.get(_BUFFER_TAG):
-            buf = HistoryBuffer(list(buf["log_history"]), list(buf["count_history"]), int(buf["max_length"]))
-        scalars[key] = buf
-    return {**hub, "log_scalars": scalars}
-
-
-def safe_checkpoint_hook() -> Any:
-    """An mmengine hook that keeps training checkpoints safe to load and loads them strictly.
-
-    - before saving: the message hub is stored as plain arrays (loadable with ``weights_only``);
-    - after loading (``load_from`` or ``--resume``): HistoryBuffers are restored, mmcls v0 keys are
-      converted, and a checkpoint that does not fit the model raises a :class:`UserError` listing
-      the missing / unexpected keys and shape mismatches (mmengine alone only logs them).
-    """
-    from mmengine.hooks import Hook
-    from mmengine.model import is_model_wrapper
-
-    class SafeCheckpointHook(Hook):
-        priority = "VERY_HIGH"
-
-        def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-            if isinstance(checkpoint.get("message_hub"), Mapping):
-                checkpoint["message_hub"] = _plain_message_hub(checkpoint["message_hub"])
-
-        def after_load_checkpoint(self, runner: Any, checkpoint: dict) -> None:
-            if isinstance(checkpoint.get("message_hub"), Mapping):
-                checkpoint["message_hub"] = _restore_message_hub(checkpoint["message_hub"])
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            sd = convert_v0_state_dict(extract_state_dict(checkpoint, keys=("state_dict", "model")))
-            what = f"checkpoint {getattr(runner, '_load_from', None) or '(load_from / --resume)'}"
-            load_state_dict_strict(model, sd, what)
-            checkpoint["state_dict"] = sd
-
-    return SafeCheckpointHook()
+def num_classes_of(model: nn.Module) -> int | None:
+    head = getattr(model, "head", None)
+    return getattr(head, "num_classes", None)
 
 
 # ---------------------------------------------------------------------------------------------
 # class-folder data
 # ---------------------------------------------------------------------------------------------
-def class_folders(root: str | os.PathLike) -> list[str]:
-    """The class folders under ``root`` in label order (sorted names, as mmpretrain's CustomDataset)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(
-            f"data folder {root} not found; generate and align the synthetic set first "
-            "or point --data-root at a class-folder set"
-        )
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def check_class_folders(root: str | os.PathLike, num_classes: int | None) -> list[str]:
     """The class folders of ``root``; a :class:`UserError` unless there is one per class of the head."""
     from sda.utils.io import is_image_file
 
-    folders = class_folders(root)
+    folders = class_folders(
+        root, "generate and align the synthetic set first, or point --data-root at a class-folder set"
+    )
     if not folders:
         raise UserError(f"data folder {root} holds no class folders; expected <root>/<class>/<image>")
     if num_classes is not None and len(folders) != num_classes:

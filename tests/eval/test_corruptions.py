@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sda import corruptions as C
+from sda.eval import builders as B
+from sda.eval import corruptions as C
+from sda.utils import layout
 from sda.utils.errors import UserError
 
 
@@ -25,9 +27,11 @@ def _make_set(root: Path, classes=("a", "b"), per_class=2, size=(32, 32), ext=".
 def test_cifar_profile_builds_every_folder(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     _make_set(src)
-    counts = C.build_corrupted_set(src, out, C.CORRUPTIONS, (1, 5), profile="cifar", fmt="png", seed=0)
+    counts = B.build_corrupted_set(
+        B.CorruptedSet(src, out, layout.CORRUPTIONS, (1, 5), profile="cifar", fmt="png", seed=0)
+    )
     assert counts == {"images": 4, "written": 4 * 15 * 2, "skipped": 0}
-    for name in C.CORRUPTIONS:
+    for name in layout.CORRUPTIONS:
         for sev in (1, 5):
             files = sorted(
                 p.relative_to(out / name / str(sev)).as_posix() for p in (out / name / str(sev)).rglob("*.png")
@@ -37,13 +41,13 @@ def test_cifar_profile_builds_every_folder(tmp_path):
             assert im.size == (32, 32) and im.mode == "RGB"
     assert not list(out.rglob("*.tmp"))
     # resumable: nothing left to do
-    again = C.build_corrupted_set(src, out, C.CORRUPTIONS, (1, 5), profile="cifar", fmt="png")
+    again = B.build_corrupted_set(B.CorruptedSet(src, out, layout.CORRUPTIONS, (1, 5), profile="cifar", fmt="png"))
     assert again["written"] == 0 and again["skipped"] == 4 * 15 * 2
 
 
 def test_corrupt_is_deterministic_and_changes_pixels():
     img = (np.random.RandomState(1).rand(32, 32, 3) * 255).astype(np.uint8)
-    for name in C.CORRUPTIONS:
+    for name in layout.CORRUPTIONS:
         a = C.corrupt(img, name, 5, "cifar", seed=7)
         assert a.dtype == np.uint8 and a.shape == img.shape
         assert np.array_equal(a, C.corrupt(img, name, 5, "cifar", seed=7)), name
@@ -54,8 +58,8 @@ def test_workers_do_not_change_the_result(tmp_path):
     src = tmp_path / "src"
     _make_set(src, per_class=1)
     kw = dict(corruptions=["gaussian_noise", "glass_blur"], severities=[3], profile="cifar", fmt="png", seed=3)
-    C.build_corrupted_set(src, tmp_path / "w1", workers=1, **kw)
-    C.build_corrupted_set(src, tmp_path / "w2", workers=2, **kw)
+    B.build_corrupted_set(B.CorruptedSet(src, tmp_path / "w1", workers=1, **kw))
+    B.build_corrupted_set(B.CorruptedSet(src, tmp_path / "w2", workers=2, **kw))
     for p in (tmp_path / "w1").rglob("*.png"):
         q = tmp_path / "w2" / p.relative_to(tmp_path / "w1")
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(q)))
@@ -64,7 +68,7 @@ def test_workers_do_not_change_the_result(tmp_path):
 def test_imagenet_profile_resizes_crops_and_writes_jpeg(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     _make_set(src, classes=("n01",), per_class=1, size=(60, 40), ext=".JPEG")
-    C.build_corrupted_set(src, out, ["contrast", "elastic_transform"], [5])  # imagenet profile, jpeg
+    B.build_corrupted_set(B.CorruptedSet(src, out, ["contrast", "elastic_transform"], [5]))  # imagenet profile, jpeg
     for name in ("contrast", "elastic_transform"):
         p = out / name / "5" / "n01" / "img0.JPEG"
         im = Image.open(p)
@@ -76,19 +80,19 @@ def test_imagenet_profile_resizes_crops_and_writes_jpeg(tmp_path):
 
 def test_unknown_names_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="valid names: all, gaussian_noise"):
-        C.check_corruptions(["gaussian_nois"])
+        layout.parse_corruptions(["gaussian_nois"])
     with pytest.raises(UserError, match="profile"):
         C.corrupt(np.zeros((8, 8, 3), np.uint8), "contrast", 1, profile="mnist")
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "x.png")
     with pytest.raises(UserError, match="class folder"):
-        C.build_corrupted_set(tmp_path / "flat", tmp_path / "o", ["contrast"], [1], profile="cifar")
+        B.build_corrupted_set(B.CorruptedSet(tmp_path / "flat", tmp_path / "o", ["contrast"], [1], profile="cifar"))
 
 
 def test_watermark_builder_draws_in_the_text_band(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     _make_set(src, classes=("n01", "n02"), per_class=1, size=(300, 260), ext=".JPEG")
-    counts = C.build_watermarked_set(src, out, fmt="png")
+    counts = B.build_watermarked_set(src, out, fmt="png")
     assert counts == {"images": 2, "written": 2, "skipped": 0}
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["val/n01/img0.png", "val/n02/img0.png"]
     base = np.asarray(C.preprocess(Image.open(src / "n01" / "img0.JPEG").convert("RGB"))).astype(int)

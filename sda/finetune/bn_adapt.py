@@ -45,7 +45,7 @@ def adapt_bn_statistics(model: nn.Module, batches: Any) -> int:
             model(x, mode="tensor")
             seen += x.shape[0]
     finally:
-        for m, (momentum, training) in zip(layers, saved):
+        for m, (momentum, training) in zip(layers, saved, strict=True):
             m.momentum = momentum
             m.train(training)
     if seen == 0:
@@ -55,9 +55,9 @@ def adapt_bn_statistics(model: nn.Module, batches: Any) -> int:
 
 def folder_batches(cfg: Any, root: str | os.PathLike, batch_size: int, device: torch.device) -> Any:
     """Normalised batches of every image under ``root`` through the config's test pipeline."""
-    from sda.evaluation import Normalizer, build_pipeline
+    from sda.finetune.classifiers import Normalizer, build_pipeline
 
-    pipeline, norm = build_pipeline(cfg), Normalizer(cfg)
+    pipeline, norm = build_pipeline(cfg), Normalizer.from_config(cfg)
     files = list_images(root)
     if not files:
         raise UserError(f"no images under {root}; expected <class>/<image> files")

@@ -1,4 +1,4 @@
-"""sda.classifiers: mmcls v0 checkpoints load strictly into the 1.x models; class-folder checks."""
+"""sda.finetune.classifiers: mmcls v0 checkpoints load strictly into the 1.x models; class-folder checks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sda.classifiers import (
-    PAPER_MODELS,
-    _plain_message_hub,
-    _restore_message_hub,
-    _safe_load,
+from sda.finetune.checkpoints import _plain_message_hub, _restore_message_hub, safe_checkpoint_hook
+from sda.finetune.classifiers import (
     build_classifier,
     build_classifier_from_config,
     check_class_folders,
@@ -23,9 +20,10 @@ from sda.classifiers import (
     detect_arch,
     load_classifier_weights,
     load_config,
-    safe_checkpoint_hook,
 )
+from sda.finetune.classifiers import safe_load_classifier as _safe_load
 from sda.utils.errors import UserError
+from sda.utils.weights import PAPER_MODELS
 
 # ---------------------------------------------------------------------------------------------
 # The key names of the official mmcls 0.x files, listed by hand from mmcls 0.x's module layout
@@ -212,5 +210,5 @@ def test_class_folder_checks(tmp_path):
     (tmp_path / "ok" / "0003").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         check_class_folders(tmp_path / "ok", 4)
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="does not exist"):
         check_class_folders(tmp_path / "missing", 3)

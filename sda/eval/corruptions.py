@@ -1,4 +1,4 @@
-"""Target-set builders: ImageNet-C style corruptions of any class-folder set, and ImageNet-W.
+"""ImageNet-C's corruptions as pure functions of an image: ``corrupt(img, name, severity, profile, seed)``.
 
 The 15 corruptions follow ``hendrycks/robustness`` (``ImageNet-C/create_c/``) with two
 severity profiles:
@@ -15,12 +15,11 @@ The corruption code is ours; the textures for ``frost`` come from the ``corrupt-
 ImageMagick's motion blur (``snow``, ``motion_blur``) is replaced by the same one-sided
 Gaussian line kernel computed with OpenCV; every random draw comes from a per-image generator
 (``sda.utils.seed.image_seed(seed, corruption, severity, relative path)``) instead of NumPy's
-global state, so the output does not depend on the number of workers or the order of work.
+global state (``sda.eval.builders`` seeds each image), so the output does not depend on the number of
+workers or the order of work.
 (``corrupt-tta`` itself is not used for the math: it has no parameter profiles, ignores fog's
 decay parameter, uses 224 instead of ImageNet-C's 244 in ``elastic_transform`` and draws
 impulse noise from an unseeded generator.)
-
-ImageNet-W: the ``imagenet-w`` package's ``AddWatermark`` drawn on the 224 center crop.
 """
 
 from __future__ import annotations
@@ -28,37 +27,14 @@ from __future__ import annotations
 import functools
 import io
 import math
-import multiprocessing as mp
-import os
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from sda.utils.errors import UserError
-from sda.utils.io import list_images, load_rgb, save_image
-from sda.utils.seed import image_seed
+from sda.utils.layout import SEVERITIES, parse_corruptions
 
-CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
-SEVERITIES = (1, 2, 3, 4, 5)
 JPEG_QUALITY = 85  # ImageNet-C: Image.save(path, quality=85, optimize=True)
 
 # Parameters per profile and corruption: one entry per severity 1..5 (facts from make_imagenet_c.py
@@ -378,20 +354,7 @@ _FUNCS = {
 }
 
 
-def check_corruptions(names: Sequence[str]) -> list[str]:
-    """Validate corruption names (``all`` expands to the 15); unknown names are a UserError."""
-    out: list[str] = []
-    for n in names:
-        if n == "all":
-            out.extend(c for c in CORRUPTIONS if c not in out)
-        elif n not in CORRUPTIONS:
-            raise UserError(f"unknown corruption {n!r}; valid names: all, {', '.join(CORRUPTIONS)}")
-        elif n not in out:
-            out.append(n)
-    return out
-
-
-def _check_profile(profile: str) -> dict[str, Any]:
+def check_profile(profile: str) -> dict[str, Any]:
     if profile not in PROFILES:
         raise UserError(f"unknown severity profile {profile!r}; use one of {', '.join(PROFILES)}")
     return PROFILES[profile]
@@ -402,8 +365,8 @@ def corrupt(img: np.ndarray, name: str, severity: int, profile: str = "imagenet"
 
     The image is used at its given size (see ``preprocess`` for the ImageNet-C resize/crop).
     """
-    prof = _check_profile(profile)
-    check_corruptions([name])
+    prof = check_profile(profile)
+    parse_corruptions([name])
     if severity not in SEVERITIES:
         raise UserError(f"severity {severity} is not in 1..5")
     c = prof["params"][name][severity - 1]
@@ -420,135 +383,9 @@ def preprocess(img: Image.Image, profile: str = "imagenet") -> Image.Image:
     """The profile's geometry: ImageNet-C's Resize(256) + CenterCrop(224) (torchvision, bilinear)."""
     import torchvision.transforms.functional as TF
 
-    resize = _check_profile(profile)["resize"]
+    resize = check_profile(profile)["resize"]
     if resize is None:
         return img
     short, crop = resize
     img = TF.resize(img, short, interpolation=TF.InterpolationMode.BILINEAR)
     return TF.center_crop(img, crop)
-
-
-# ----------------------------------------------------------------------------- builders
-def _out_name(rel: str, ext: str) -> str:
-    p = Path(rel)
-    return (p.parent / (p.stem + ext)).as_posix()
-
-
-def _save(arr: np.ndarray | Image.Image, path: Path, fmt: str, quality: int) -> None:
-    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
-    if fmt == "jpeg":
-        save_image(img, path, format="JPEG", quality=quality, optimize=True)
-    else:
-        save_image(img, path, format="PNG")
-
-
-def _c_job(job: tuple) -> int:
-    src, rel, todo, out_root, profile, fmt, quality, seed = job
-    img = np.asarray(preprocess(load_rgb(Path(src) / rel), profile))  # (H, W, 3) uint8
-    for name, sev, out_rel in todo:
-        out = corrupt(img, name, sev, profile, image_seed(seed, name, sev, rel))
-        _save(out, Path(out_root) / name / str(sev) / out_rel, fmt, quality)
-    return len(todo)
-
-
-def _run_jobs(fn, jobs: list, workers: int, total: int, desc: str) -> None:
-    from sda.utils.progress import progress
-
-    bar = progress(total=total, desc=desc)
-    if workers <= 1:
-        for j in jobs:
-            bar.update(fn(j))
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            for n in pool.imap_unordered(fn, jobs, chunksize=4):
-                bar.update(n)
-    bar.close()
-
-
-def _check_class_folders(src_root: Path, rels: list[str]) -> None:
-    if not rels:
-        raise UserError(f"no images found under {src_root}; expected <root>/<class>/<image>")
-    flat = [r for r in rels if "/" not in r]
-    if flat:
-        raise UserError(f"{src_root / flat[0]} is not inside a class folder; expected <root>/<class>/<image>")
-
-
-def build_corrupted_set(
-    src_root: str | os.PathLike,
-    out_root: str | os.PathLike,
-    corruptions: Sequence[str] = CORRUPTIONS,
-    severities: Sequence[int] = SEVERITIES,
-    profile: str = "imagenet",
-    fmt: str | None = None,
-    seed: int = 0,
-    workers: int = 1,
-    quality: int = JPEG_QUALITY,
-) -> dict[str, int]:
-    """Write ``<out>/<corruption>/<severity>/<class>/<stem>.<ext>`` for every image of a class-folder set.
-
-    Resumable (existing outputs are kept) and atomic (each file is complete or absent). ``fmt``:
-    "jpeg" (``.JPEG``, quality ``quality``) or "png"; default from the profile. Returns counts:
-    ``{"images": sources, "written": new files, "skipped": existing files}``.
-    """
-    prof = _check_profile(profile)
-    names = check_corruptions(list(corruptions))
-    sevs = [int(s) for s in severities]
-    if any(s not in SEVERITIES for s in sevs):
-        raise UserError(f"severities must be in 1..5, got {sevs}")
-    fmt = fmt or prof["format"]
-    if fmt not in FORMATS:
-        raise UserError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
-    src_root, out_root = Path(src_root), Path(out_root)
-    rels = list_images(src_root)
-    _check_class_folders(src_root, rels)
-    jobs, total, skipped = [], 0, 0
-    for rel in rels:
-        out_rel = _out_name(rel, FORMATS[fmt])
-        todo = [(n, s, out_rel) for n in names for s in sevs if not (out_root / n / str(s) / out_rel).exists()]
-        skipped += len(names) * len(sevs) - len(todo)
-        if todo:
-            jobs.append((str(src_root), rel, todo, str(out_root), profile, fmt, quality, seed))
-            total += len(todo)
-    _run_jobs(_c_job, jobs, workers, total, desc="corrupt")
-    return {"images": len(rels), "written": total, "skipped": skipped}
-
-
-def _w_job(job: tuple) -> int:
-    src, rel, out_path, fmt, quality = job
-    img = preprocess(load_rgb(Path(src) / rel), "imagenet")  # 224 x 224
-    _save(add_watermark(img), Path(out_path), fmt, quality)
-    return 1
-
-
-@functools.lru_cache(maxsize=4)
-def _watermarker(size: int):
-    from imagenet_w import AddWatermark
-
-    return AddWatermark(image_size=size)
-
-
-def add_watermark(img: Image.Image) -> Image.Image:
-    """ImageNet-W's watermark (``imagenet_w.AddWatermark`` defaults) on an RGB image; returns RGB."""
-    return _watermarker(img.size[0])(img)
-
-
-def build_watermarked_set(
-    src_root: str | os.PathLike, out_root: str | os.PathLike, fmt: str = "jpeg", workers: int = 1, quality: int = 95
-) -> dict[str, int]:
-    """Write ImageNet-W ``<out>/val/<class>/<stem>.<ext>``: resize 256, center crop 224, watermark.
-
-    Resumable and atomic like ``build_corrupted_set``.
-    """
-    if fmt not in FORMATS:
-        raise UserError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
-    src_root, out_root = Path(src_root), Path(out_root)
-    rels = list_images(src_root)
-    _check_class_folders(src_root, rels)
-    jobs = []
-    for rel in rels:
-        out = out_root / "val" / _out_name(rel, FORMATS[fmt])
-        if not out.exists():
-            jobs.append((str(src_root), rel, str(out), fmt, quality))
-    _run_jobs(_w_job, jobs, workers, len(jobs), desc="watermark")
-    return {"images": len(rels), "written": len(jobs), "skipped": len(rels) - len(jobs)}

@@ -13,7 +13,7 @@ its exact semantics:
 - the ``*_fuse`` modes blend the two (normalized) images with softmax-normalized weights and
   classify the blend with the same single model; ``fuse_weights`` gives the weights.
 
-Which model produced ``s1`` and ``s2`` is the caller's business (see ``sda.evaluation``).
+Which model produced ``s1`` and ``s2`` is the caller's business (see ``sda.eval.scoring``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from sda.diffusion import create_diffusion
-from sda.diffusion_training import (
+from sda.diffusion.training import (
     CKPT_KEYS,
     TrainSettings,
     batch_at,
@@ -27,7 +27,7 @@ from sda.diffusion_training import (
 )
 from sda.utils.checkpoint import extract_state_dict, load_state_dict_strict, safe_load
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TinyEps(nn.Module):
@@ -158,8 +158,8 @@ def _image_folder(root: Path, classes: int = 2, per_class: int = 3) -> Path:
     ],
 )
 def test_entry_points_write_loadable_checkpoints(tmp_path, script, extra):
+    from sda.models.adm_flags import create_model, model_kwargs
     from sda.models.dit import build_dit
-    from sda.models.unet import create_model, model_kwargs
 
     data = _image_folder(tmp_path / "data")
     cfg = tmp_path / "cfg.json"
@@ -191,7 +191,7 @@ def test_entry_points_write_loadable_checkpoints(tmp_path, script, extra):
 
 
 def test_lr_schedule_warmup_constant_decay():
-    from sda.diffusion_training import lr_at
+    from sda.diffusion.training import lr_at
 
     s = TrainSettings(steps=10, lr=1.0, warmup=2, decay_steps=4)
     assert [lr_at(i, s) for i in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]

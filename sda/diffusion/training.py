@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from torch import nn
 from sda.diffusion import randn_like_gen, sample_timesteps
 from sda.utils.checkpoint import safe_load
 from sda.utils.errors import UserError
+from sda.utils.images import center_crop_arr
 from sda.utils.io import atomic_write, is_image_file
 from sda.utils.seed import image_seed, make_generator
 
@@ -58,20 +59,6 @@ class TrainSettings:
 
 # ---------------------------------------------------------------------------------------------
 # data
-
-
-def center_crop_arr(img: Image.Image, image_size: int) -> np.ndarray:
-    """ADM's preprocessing: halve with BOX while the short side >= 2x size, BICUBIC, center crop.
-
-    Returns (image_size, image_size, 3) uint8.
-    """
-    while min(*img.size) >= 2 * image_size:
-        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
-    scale = image_size / min(*img.size)
-    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
-    arr = np.asarray(img)
-    top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
-    return arr[top : top + image_size, left : left + image_size]
 
 
 def load_class_folder(root: str | os.PathLike, image_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -254,46 +241,22 @@ def train(
 
 
 # ---------------------------------------------------------------------------------------------
-# command line shared by gen/train.py and align/train.py
+# the run: a typed config built by gen/train.py and align/train.py
 
 
-def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
-    """Flag defaults from a JSON file ``{"flag_name": value, ...}`` (keys are argparse dest names)."""
-    if path is None:
-        return {}
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config {path} not found")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"config {path} is not valid JSON ({e})") from e
-    return {k: v for k, v in cfg.items() if not k.startswith("_")}  # "_comment" keys are notes
+# The diffusion flags a training run takes (guided-diffusion's names).
+TRAIN_DIFFUSION_FLAGS = ("diffusion_steps", "noise_schedule", "rescale_learned_sigmas", "predict_xstart", "predict_v")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """Data, diffusion and optimisation flags (guided-diffusion's names where it has one)."""
+    from sda.models.adm_flags import add_diffusion_args
+
     parser.add_argument("--config", default=None, help="JSON file of flag defaults (command-line flags win)")
     parser.add_argument("--data_dir", default=None, help="class-folder training images <data_dir>/<class>/<image>")
     parser.add_argument("--results_dir", default=None, help="checkpoints go to <results_dir>/checkpoints/<step>.pt")
     parser.add_argument("--export", default=None, help="write the final EMA weights here as a plain state dict")
-    parser.add_argument("--diffusion_steps", type=int, default=1000)
-    parser.add_argument("--noise_schedule", default="linear")
-    parser.add_argument("--rescale_learned_sigmas", type=_bool, default=False)
-    parser.add_argument(
-        "--predict_xstart",
-        type=_bool,
-        default=False,
-        help="the model predicts x0 instead of the noise (guided-diffusion's flag)",
-    )
-    parser.add_argument(
-        "--predict_v",
-        type=_bool,
-        default=False,
-        help="the model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (not in guided-diffusion)",
-    )
+    add_diffusion_args(parser, TRAIN_DIFFUSION_FLAGS)
     parser.add_argument("--steps", type=int, default=1000, help="total optimisation steps (resume continues to it)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -308,88 +271,90 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
-def _bool(v: str | bool) -> bool:
-    from sda.models.unet import str2bool
+@dataclass(frozen=True)
+class TrainRun:
+    """One diffusion training run: data, model target, optimisation settings and outputs, validated once."""
 
-    return str2bool(v)
+    data_dir: Path
+    results_dir: Path
+    image_size: int
+    class_cond: bool
+    learn_sigma: bool
+    diffusion: dict[str, Any]  # the TRAIN_DIFFUSION_FLAGS values
+    settings: TrainSettings
+    export: Path | None = None
+    threads: int = 0
+    device: str | None = None
+    flags: dict[str, Any] = field(default_factory=dict)  # every flag, stored with the checkpoints as DiT does
+
+    def __post_init__(self) -> None:
+        if self.diffusion.get("predict_xstart") and self.diffusion.get("predict_v"):
+            raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, class_cond: bool) -> TrainRun:
+        for name in ("data_dir", "results_dir"):
+            if getattr(args, name) is None:
+                raise UserError(f"--{name} is required (on the command line or in --config)")
+        settings = TrainSettings(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup=args.warmup,
+            decay_steps=args.decay_steps,
+            ema_decay=args.ema_rate,
+            seed=args.seed,
+            ckpt_every=args.ckpt_every,
+            log_every=args.log_every,
+        )
+        return cls(
+            data_dir=Path(args.data_dir),
+            results_dir=Path(args.results_dir),
+            image_size=args.image_size,
+            class_cond=class_cond,
+            learn_sigma=args.learn_sigma,
+            diffusion={k: getattr(args, k) for k in TRAIN_DIFFUSION_FLAGS},
+            settings=settings,
+            export=Path(args.export) if args.export else None,
+            threads=args.threads,
+            device=args.device,
+            flags=dict(vars(args)),
+        )
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse twice: the first pass finds ``--config``, whose values become the defaults of the second."""
-    pre, _ = parser.parse_known_args(argv)
-    cfg = load_config(pre.config)
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise UserError(f"config {pre.config} has unknown keys {unknown}; use flag names such as {sorted(known)[:4]}")
-    parser.set_defaults(**cfg)
-    args = parser.parse_args(argv)
-    for name in ("data_dir", "results_dir"):
-        if getattr(args, name) is None:
-            raise UserError(f"--{name} is required (on the command line or in --config)")
-    if args.predict_xstart and args.predict_v:
-        raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
-    return args
+def run_training(run: TrainRun, build_model: Callable[[], nn.Module]) -> dict[str, Any]:
+    """Seed, build the model, load the data, train to ``steps``, optionally export the EMA weights.
 
-
-def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        decay_steps=args.decay_steps,
-        ema_decay=args.ema_rate,
-        seed=args.seed,
-        ckpt_every=args.ckpt_every,
-        log_every=args.log_every,
-    )
-
-
-def run_training(
-    args: argparse.Namespace, build_model: Callable[[], nn.Module], class_cond: bool, learn_sigma: bool
-) -> dict[str, Any]:
-    """Seed, build the model, load ``--data_dir``, train to ``--steps``, optionally export the EMA weights.
-
-    The model is built after ``torch.manual_seed(--seed)``, so its initial weights, like every later
+    The model is built after ``torch.manual_seed(seed)``, so its initial weights, like every later
     draw, follow from the seed: the same command gives the same checkpoints.
     """
     from sda.diffusion import create_diffusion
     from sda.utils.dist import init_distributed
     from sda.utils.io import write_json
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    if run.threads > 0:
+        torch.set_num_threads(run.threads)
+    torch.manual_seed(run.settings.seed)
     model = build_model()
-    device = init_distributed(args.device).device
-    x, y, classes = load_class_folder(args.data_dir, args.image_size)
+    device = init_distributed(run.device).device
+    x, y, classes = load_class_folder(run.data_dir, run.image_size)
     print(
-        f"{len(x)} training images in {len(classes)} classes from {args.data_dir}; "
+        f"{len(x)} training images in {len(classes)} classes from {run.data_dir}; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters"
     )
-    diffusion = create_diffusion(
-        "",
-        noise_schedule=args.noise_schedule,
-        learn_sigma=learn_sigma,
-        rescale_learned_sigmas=args.rescale_learned_sigmas,
-        predict_xstart=args.predict_xstart,
-        predict_v=args.predict_v,
-        diffusion_steps=args.diffusion_steps,
-    )
-    results = Path(args.results_dir)
-    write_json(results / "args.json", vars(args))  # the resolved settings next to the results
+    diffusion = create_diffusion("", learn_sigma=run.learn_sigma, **run.diffusion)
+    write_json(run.results_dir / "args.json", run.flags)  # the resolved settings next to the results
     out = train(
         model.to(device),
         diffusion,
         x,
-        y if class_cond else None,
-        settings_from_args(args),
-        results / "checkpoints",
-        args,
+        y if run.class_cond else None,
+        run.settings,
+        run.results_dir / "checkpoints",
+        argparse.Namespace(**run.flags),
     )
-    if args.export and out["checkpoint"] is not None:
-        export_ema(out["checkpoint"], args.export)
-        print(f"wrote EMA weights of step {out['step']} to {args.export}")
+    if run.export and out["checkpoint"] is not None:
+        export_ema(out["checkpoint"], run.export)
+        print(f"wrote EMA weights of step {out['step']} to {run.export}")
     return out

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sda import ensemble as E
+from sda.eval import ensemble as E
 
 
 def _sm(v):  # softmax of a python list

@@ -1,0 +1,164 @@
+"""Target-set builders: an ImageNet-C style "-C" set of any class-folder set, and ImageNet-W.
+
+``build_corrupted_set`` writes ``<out>/<corruption>/<severity>/<class>/<stem>.<ext>`` with the corruption
+math of ``sda.eval.corruptions``; ``build_watermarked_set`` writes ImageNet-W's ``<out>/val/<class>/<stem>``.
+Each image gets its own seed (``image_seed(seed, corruption, severity, relative path)``), so the output
+does not depend on the number of workers; both are resumable (existing outputs are kept) and atomic.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sda.eval.corruptions import FORMATS, JPEG_QUALITY, check_profile, corrupt, preprocess
+from sda.utils.errors import UserError
+from sda.utils.io import list_images, load_rgb, save_image
+from sda.utils.layout import CORRUPTIONS, SEVERITIES, parse_corruptions, parse_severities
+from sda.utils.seed import image_seed
+
+
+def _out_name(rel: str, ext: str) -> str:
+    p = Path(rel)
+    return (p.parent / (p.stem + ext)).as_posix()
+
+
+def _save(arr: np.ndarray | Image.Image, path: Path, fmt: str, quality: int) -> None:
+    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
+    if fmt == "jpeg":
+        save_image(img, path, format="JPEG", quality=quality, optimize=True)
+    else:
+        save_image(img, path, format="PNG")
+
+
+def _c_job(job: tuple) -> int:
+    src, rel, todo, out_root, profile, fmt, quality, seed = job
+    img = np.asarray(preprocess(load_rgb(Path(src) / rel), profile))  # (H, W, 3) uint8
+    for name, sev, out_rel in todo:
+        out = corrupt(img, name, sev, profile, image_seed(seed, name, sev, rel))
+        _save(out, Path(out_root) / name / str(sev) / out_rel, fmt, quality)
+    return len(todo)
+
+
+def _run_jobs(fn, jobs: list, workers: int, total: int, desc: str) -> None:
+    from sda.utils.progress import progress
+
+    bar = progress(total=total, desc=desc)
+    if workers <= 1:
+        for j in jobs:
+            bar.update(fn(j))
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            for n in pool.imap_unordered(fn, jobs, chunksize=4):
+                bar.update(n)
+    bar.close()
+
+
+def _check_class_folders(src_root: Path, rels: list[str]) -> None:
+    if not rels:
+        raise UserError(f"no images found under {src_root}; expected <root>/<class>/<image>")
+    flat = [r for r in rels if "/" not in r]
+    if flat:
+        raise UserError(f"{src_root / flat[0]} is not inside a class folder; expected <root>/<class>/<image>")
+
+
+@dataclass(frozen=True)
+class CorruptedSet:
+    """A ``-C`` set to build: ``<out>/<corruption>/<severity>/<class>/<stem>.<ext>`` from ``<src>/<class>/<image>``.
+
+    ``fmt``: "jpeg" (``.JPEG``, quality ``quality``) or "png"; None: the profile's. Validated once here.
+    """
+
+    src: Path
+    out: Path
+    corruptions: tuple[str, ...] | str = CORRUPTIONS
+    severities: tuple[int, ...] | str = SEVERITIES
+    profile: str = "imagenet"
+    fmt: str | None = None
+    seed: int = 0
+    workers: int = 1
+    quality: int = JPEG_QUALITY
+
+    def __post_init__(self) -> None:
+        prof = check_profile(self.profile)
+        fmt = self.fmt or prof["format"]
+        if fmt not in FORMATS:
+            raise UserError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+        object.__setattr__(self, "fmt", fmt)
+        object.__setattr__(self, "src", Path(self.src))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "corruptions", tuple(parse_corruptions(self.corruptions)))
+        object.__setattr__(self, "severities", tuple(parse_severities(self.severities)))
+
+
+def build_corrupted_set(spec: CorruptedSet) -> dict[str, int]:
+    """Write every corruption and severity of every image of a class-folder set.
+
+    Resumable (existing outputs are kept) and atomic (each file is complete or absent). Returns counts:
+    ``{"images": sources, "written": new files, "skipped": existing files}``.
+    """
+    rels = list_images(spec.src)
+    _check_class_folders(spec.src, rels)
+    per_image = len(spec.corruptions) * len(spec.severities)
+    jobs, total, skipped = [], 0, 0
+    for rel in rels:
+        out_rel = _out_name(rel, FORMATS[spec.fmt])
+        todo = [
+            (n, s, out_rel)
+            for n in spec.corruptions
+            for s in spec.severities
+            if not (spec.out / n / str(s) / out_rel).exists()
+        ]
+        skipped += per_image - len(todo)
+        if todo:
+            jobs.append((str(spec.src), rel, todo, str(spec.out), spec.profile, spec.fmt, spec.quality, spec.seed))
+            total += len(todo)
+    _run_jobs(_c_job, jobs, spec.workers, total, desc="corrupt")
+    return {"images": len(rels), "written": total, "skipped": skipped}
+
+
+def _w_job(job: tuple) -> int:
+    src, rel, out_path, fmt, quality = job
+    img = preprocess(load_rgb(Path(src) / rel), "imagenet")  # 224 x 224
+    _save(add_watermark(img), Path(out_path), fmt, quality)
+    return 1
+
+
+@functools.lru_cache(maxsize=4)
+def _watermarker(size: int):
+    from imagenet_w import AddWatermark
+
+    return AddWatermark(image_size=size)
+
+
+def add_watermark(img: Image.Image) -> Image.Image:
+    """ImageNet-W's watermark (``imagenet_w.AddWatermark`` defaults) on an RGB image; returns RGB."""
+    return _watermarker(img.size[0])(img)
+
+
+def build_watermarked_set(
+    src_root: str | os.PathLike, out_root: str | os.PathLike, fmt: str = "jpeg", workers: int = 1, quality: int = 95
+) -> dict[str, int]:
+    """Write ImageNet-W ``<out>/val/<class>/<stem>.<ext>``: resize 256, center crop 224, watermark.
+
+    Resumable and atomic like ``build_corrupted_set``.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+    src_root, out_root = Path(src_root), Path(out_root)
+    rels = list_images(src_root)
+    _check_class_folders(src_root, rels)
+    jobs = []
+    for rel in rels:
+        out = out_root / "val" / _out_name(rel, FORMATS[fmt])
+        if not out.exists():
+            jobs.append((str(src_root), rel, str(out), fmt, quality))
+    _run_jobs(_w_job, jobs, workers, len(jobs), desc="watermark")
+    return {"images": len(rels), "written": len(jobs), "skipped": len(rels) - len(jobs)}

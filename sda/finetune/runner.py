@@ -1,0 +1,172 @@
+"""Stage 3 (finetune): fine-tune an mmpretrain classifier on a class-folder set (mmpretrain's tools/train.py).
+
+``FinetuneRun`` holds the command line's settings; ``apply_run`` applies them to the mmengine config;
+``finetune`` checks the inputs, trains with mmengine's Runner (checkpoints loaded safely and strictly)
+and writes the final weights as ``{"meta", "state_dict"}`` with the resolved config beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sda.finetune.classifiers import check_class_folders, head_num_classes, resolve_config_path
+from sda.utils.errors import UserError
+from sda.utils.io import atomic_write, write_text
+
+FINAL_DIR = "finetuned_ckpt"  # finetuned_ckpt/<config name>.pth, as the reference names them
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """One fine-tuning run: the config (file or model name) and what the command line changes."""
+
+    config: str
+    work_dir: str | None = None
+    resume: str | None = None  # a checkpoint, "auto" (the newest in the work dir) or None
+    amp: bool = False
+    no_validate: bool = False
+    auto_scale_lr: bool = False
+    no_pin_memory: bool = False
+    no_persistent_workers: bool = False
+    cfg_options: dict[str, Any] | None = None
+    launcher: str = "none"
+    data_root: str | None = None
+    final_ckpt: str | None = None
+    allow_pickle: bool = False
+
+
+def _dataset_root(ds: Any) -> Path | None:
+    """The image folder of a folder-layout dataset config (None when it reads an annotation file)."""
+    if ds.get("ann_file"):
+        return None
+    prefix = ds.get("data_prefix", "") or ""
+    if isinstance(prefix, dict):
+        prefix = prefix.get("img_path", "") or ""
+    return Path(ds.get("data_root", "") or "") / prefix
+
+
+def _loader(cfg_loader: Any, run: FinetuneRun) -> Any:
+    """A dataloader config with the train tool's defaults (pin memory on CUDA, persistent workers)."""
+    from mmengine.config import ConfigDict
+
+    loader = ConfigDict(pin_memory=torch.cuda.is_available(), collate_fn=dict(type="default_collate"))
+    loader.update(cfg_loader)
+    loader.setdefault("persistent_workers", loader.get("num_workers", 0) > 0)
+    if run.no_pin_memory:
+        loader.pin_memory = False
+    if run.no_persistent_workers or loader.get("num_workers", 0) == 0:
+        loader.persistent_workers = False
+    return loader
+
+
+def _resume(cfg: Any, resume: str | None) -> None:
+    """``--resume`` without a path: the newest checkpoint of the work dir; none there = a fresh start
+    from load_from (mmengine would silently start from random weights instead)."""
+    from mmengine.runner import find_latest_checkpoint
+
+    if resume == "auto":
+        latest = find_latest_checkpoint(cfg.work_dir)
+        cfg.resume = latest is not None
+        if latest is not None:
+            cfg.load_from = latest
+        else:
+            print(f"--resume: no checkpoint in {cfg.work_dir}; starting from load_from={cfg.load_from}")
+    elif resume is not None:
+        cfg.resume, cfg.load_from = True, resume
+
+
+def apply_run(cfg: Any, run: FinetuneRun, config_path: Path) -> Any:
+    """Apply the run's settings to the mmengine config (mmpretrain's train-tool semantics)."""
+    if run.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.launcher = run.launcher
+    if run.work_dir is not None:
+        cfg.work_dir = run.work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = str(Path("work_dirs") / config_path.stem)
+    if run.amp:
+        if not torch.cuda.is_available():
+            raise UserError("--amp needs a CUDA GPU; drop --amp to train on the CPU")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    if run.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    for field in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(field) is not None:
+            cfg[field] = _loader(cfg[field], run)
+    if run.data_root is not None:
+        cfg.train_dataloader.dataset.data_root = run.data_root
+    if run.cfg_options:
+        cfg.merge_from_dict(run.cfg_options)
+    _resume(cfg, run.resume)
+    if not torch.cuda.is_available():  # CPU runs: gloo, and DDP without device ids
+        cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
+    return cfg
+
+
+def check_inputs(cfg: Any) -> None:
+    """Fail early, with one line, on a missing checkpoint or a class-folder set that does not fit."""
+    if cfg.get("load_from") and "://" not in str(cfg.load_from) and not Path(cfg.load_from).is_file():
+        raise UserError(
+            f"checkpoint {cfg.load_from} not found; download it with scripts/download_ckpt.sh "
+            "or set --cfg-options load_from=PATH (load_from=None trains from scratch)"
+        )
+    ds = cfg.train_dataloader.dataset
+    root = _dataset_root(ds)
+    if root is not None and ds.get("type") in ("CustomDataset", "ImageNet"):
+        check_class_folders(root, head_num_classes(cfg))
+
+
+def save_final(runner: Any, cfg: Any, path: Path) -> None:
+    """The trained weights as {"meta", "state_dict"} (atomic) with the resolved config beside them."""
+    import mmengine
+    import mmpretrain
+    from mmengine.model import is_model_wrapper
+
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    classes = runner.train_dataloader.dataset.metainfo.get("classes")
+    meta = dict(
+        epoch=runner.epoch,
+        iter=runner.iter,
+        mmpretrain_version=mmpretrain.__version__,
+        mmengine_version=mmengine.__version__,
+        config=path.with_suffix(".py").name,
+        dataset_meta=dict(classes=list(classes) if classes is not None else None),
+    )
+    with atomic_write(path) as f:
+        torch.save({"meta": meta, "state_dict": state_dict}, f)
+    write_text(path.with_suffix(".py"), cfg.pretty_text)
+    runner.logger.info(f"final weights: {path} (config {path.with_suffix('.py')})")
+
+
+def finetune(run: FinetuneRun) -> Path:
+    """Train; returns the final checkpoint's path (written by rank 0)."""
+    from mmengine.config import Config
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from sda.finetune.checkpoints import install_safe_checkpoint_loading, safe_checkpoint_hook
+    from sda.utils.dist import barrier, init_distributed, is_main
+
+    config_path = resolve_config_path(run.config)
+    cfg = apply_run(Config.fromfile(str(config_path)), run, config_path)
+    check_inputs(cfg)
+    if run.launcher == "pytorch":  # our init: gloo on CPU (mmengine's assumes CUDA)
+        init_distributed()
+    install_safe_checkpoint_loading(allow_pickle=run.allow_pickle)
+
+    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    runner.register_hook(safe_checkpoint_hook(), priority="VERY_HIGH")
+    runner.train()
+
+    final = Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
+    if is_main():
+        save_final(runner, cfg, final)
+    barrier()
+    return final

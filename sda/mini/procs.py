@@ -1,0 +1,77 @@
+"""Stage commands as subprocesses: alone, or several side by side, each logged, with wall time per stage.
+
+The mini benchmark runs every stage through the same command line a user runs at full scale; independent
+jobs (the align sets, the two diffusion trainings) share the machine's cores, one thread each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sda.utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: stage commands run from here
+Job = tuple[str, list[str]]  # (name, arguments after `python`)
+
+
+class StageRunner:
+    """Runs stage commands, logs their output to ``<log_dir>/<name>.log``, keeps seconds per stage and job."""
+
+    def __init__(self, log_dir: Path, threads: int):
+        self.log_dir, self.threads = log_dir, threads
+        self.seconds: dict[str, float] = {}  # per stage
+        self.job_seconds: dict[str, float] = {}  # per job
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _start(self, name: str, args: list[str], threads: int) -> tuple[subprocess.Popen, Path]:
+        log = self.log_dir / f"{name}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+        with open(log, "a") as f:
+            f.write("$ python " + " ".join(args) + "\n")
+            f.flush()
+            proc = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE, text=True
+            )
+        return proc, log
+
+    @staticmethod
+    def _check(name: str, proc: subprocess.Popen, log: Path) -> None:
+        err = proc.communicate()[1] or ""
+        with open(log, "a") as f:
+            f.write(err)
+        if proc.returncode != 0:
+            tail = err.strip().splitlines()[-3:]
+            raise UserError(f"stage {name} failed (exit {proc.returncode}): {' / '.join(tail)}; see {log}")
+
+    def __call__(self, stage: str, name: str, args: list[str]) -> None:
+        self.parallel(stage, [(name, args)])
+
+    def parallel(self, stage: str, jobs: list[Job]) -> None:
+        """Run ``jobs`` in order on up to ``threads`` workers side by side; one job alone gets all threads."""
+        t0 = time.time()
+        slots = max(1, min(self.threads, len(jobs)))
+        per_job = max(1, self.threads // slots)
+        print(f"[{stage}] {', '.join(n for n, _ in jobs)} ({slots} at a time; logs: {self.log_dir})", flush=True)
+        pending: list[Job] = list(jobs)
+        running: list[tuple[str, subprocess.Popen, Path, float]] = []
+        try:
+            while pending or running:
+                while pending and len(running) < slots:
+                    name, args = pending.pop(0)
+                    running.append((name, *self._start(name, args, per_job), time.time()))
+                done = [r for r in running if r[1].poll() is not None]
+                for r in done:
+                    running.remove(r)
+                    name, proc, log, started = r
+                    self.job_seconds[name] = time.time() - started
+                    self._check(name, proc, log)
+                if not done:
+                    time.sleep(0.5)
+        finally:
+            for _, proc, _, _ in running:
+                proc.terminate()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - t0

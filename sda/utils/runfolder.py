@@ -1,0 +1,120 @@
+"""One way to claim a run's output folder: its settings key, refusal of a mismatch, pending work, partials.
+
+Every stage that writes a folder (gen, align, the mini benchmark) resumes by rerunning the same
+command. What makes that safe is the folder's *key*: the settings that change an output. The key is
+stored in a JSON file of the folder (the stage's manifest, under ``section``, or the whole file); a
+later run with another key is refused with one line naming the settings that differ, so outputs of
+two settings never mix. Outputs are written atomically (``sda.utils.io``), so an output that exists
+is complete; a run killed mid-write leaves only hidden ``.*.tmp`` files, which the next claim removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sda.utils.errors import UserError
+from sda.utils.io import write_json
+
+T = TypeVar("T")
+PARTIAL_GLOB = "**/.*.tmp"  # what sda.utils.io.atomic_write leaves behind when a process is killed
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_ABSENT = "<absent>"
+
+
+def key_mismatch(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted name, old value, new value) of every setting of ``new`` that differs from ``old``.
+
+    Nested dicts are compared entry by entry, so the name says which entry changed (``sha256.model.pt``).
+    """
+    out = []
+    for k, v in new.items():
+        was = old.get(k, _ABSENT)
+        if isinstance(v, Mapping) and isinstance(was, Mapping):
+            out += key_mismatch(was, v, f"{prefix}{k}.")
+        elif was != v:
+            out.append((f"{prefix}{k}", was, v))
+    return out
+
+
+class RunFolder:
+    """A run's output folder, claimed with the key of the settings that change its outputs.
+
+    :param root: the folder.
+    :param key: every output-affecting setting (JSON-serialisable values).
+    :param key_file: the JSON file of ``root`` that holds the key.
+    :param section: the entry of that file that holds the key (``None``: the whole file).
+    :param fix: the advice appended to a refusal (which flag to change).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        key: Mapping[str, Any],
+        key_file: str,
+        section: str | None = "settings",
+        fix: str = "use another output folder, or the same settings to resume",
+    ):
+        self.root = Path(root)
+        self.key = dict(key)
+        self.key_path = self.root / key_file
+        self.section = section
+        self.fix = fix
+
+    def stored_key(self) -> dict[str, Any] | None:
+        """The key stored by an earlier run, or None (no file, or a file that is not ours to read)."""
+        if not self.key_path.is_file():
+            return None
+        try:
+            data = json.loads(self.key_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if self.section is not None:
+            data = data.get(self.section) if isinstance(data, dict) else None
+        return data if isinstance(data, dict) else None
+
+    def check(self) -> None:
+        """Refuse a folder made with another key: one line naming each differing setting."""
+        old = self.stored_key()
+        if old is None:
+            return
+        changed = key_mismatch(old, self.key)
+        if changed:
+            what = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changed)
+            raise UserError(f"{self.root} holds outputs made with other settings ({what}); {self.fix}")
+
+    def claim(self, record: Mapping[str, Any] | None = None) -> int:
+        """Check the key, create the folder, remove partial files, write the key file.
+
+        ``record``: the whole key file to write (it must hold the key under ``section``); by default
+        the key alone. Returns the number of partial files removed.
+        """
+        self.check()
+        self.root.mkdir(parents=True, exist_ok=True)
+        removed = self.remove_partials()
+        if record is None:
+            record = self.key if self.section is None else {self.section: self.key}
+        write_json(self.key_path, dict(record))
+        return removed
+
+    def remove_partials(self) -> int:
+        """Delete the hidden temporary files an interrupted run left (complete outputs are kept)."""
+        n = 0
+        for tmp in self.root.glob(PARTIAL_GLOB):
+            tmp.unlink(missing_ok=True)
+            n += 1
+        return n
+
+
+def pending(items: Iterable[T], output_of: Callable[[T], Path]) -> list[T]:
+    """The items whose output file does not exist yet (outputs are atomic: present means complete)."""
+    return [item for item in items if not output_of(item).exists()]
