@@ -1,35 +1,45 @@
 #!/usr/bin/env bash
-# Stage 2 (align): SDA's three projection runs (synthetic set, ImageNet-C, ImageNet-W) with the
-# reference's flags, launched with torchrun instead of mpiexec. Every input is projected exactly once
-# whatever the number of GPUs; rerun the same command to resume after an interruption.
-#   NGPU=8 bash scripts/align.sh            # all three runs
-#   NGPU=8 bash scripts/align.sh C          # only ImageNet-C (CORRUPTION=all for the 15, SEVERITY=5)
+# Stage 2 (align): SDA's three projection runs with the reference's flags (torchrun instead of mpiexec):
+#   D  the synthetic set of Stage 1 ($GEN_DIR)          -> $DATA/DiT-Syn/<class>/
+#   C  ImageNet-C ($DATA/ImageNet-C), all 15 corruptions -> $DATA/ImageNet-C-Syn/<corruption>/<severity>/<wnid>/
+#   W  ImageNet-W ($DATA/ImageNet-W)                    -> $DATA/ImageNet-W-Syn/val/<wnid>/
+# Every input is projected exactly once whatever NGPU; rerun the same command to resume.
+#
+#   bash scripts/align.sh [all|D|C|W] [align/project.py flags ...]
+#   NGPU=8 CORRUPTION=fog,snow SEVERITY=3,5 bash scripts/align.sh C
+#
+# Environment (defaults): NGPU (all visible GPUs, else 1 CPU process), DATA (data),
+# CORRUPTION (all: the 15, as scripts/eval.sh scores them), SEVERITY (5), CKPT
+# (pretrained_ckpt/256x256_diffusion_uncond.pt), GEN_DIR (Stage 1's folder under $DATA),
+# PY (.venv/bin/python). Extra flags, e.g. --guidance-norm sample --precision bf16 --lossless.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l || echo 1)}
-[ "$NGPU" -ge 1 ] || NGPU=1
+source scripts/_lib.sh
+if help_requested "$@"; then usage; exit 0; fi
+WHICH=${1:-all}
+case "$WHICH" in
+  all|D|C|W) if [ "$#" -gt 0 ]; then shift; fi ;;
+  -*) WHICH=all ;;  # flags only: all three runs
+  *) usage >&2; die "unknown set '$WHICH': use all, D, C or W" ;;
+esac
+need_python
+resolve_ngpu
 CKPT=${CKPT:-pretrained_ckpt/256x256_diffusion_uncond.pt}
 DATA=${DATA:-data}
-CORRUPTION=${CORRUPTION:-gaussian_noise}
+CORRUPTION=${CORRUPTION:-all}
 SEVERITY=${SEVERITY:-5}
-GEN_DIR=${GEN_DIR:-$DATA/DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed-0}  # Stage 1 output (must not be $DATA/DiT-Syn)
-EXTRA=${EXTRA:-}  # e.g. "--guidance-norm sample --precision bf16 --lossless"
+GEN_DIR=${GEN_DIR:-$DATA/DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed-0}  # must not be $DATA/DiT-Syn
 
 MODEL_FLAGS="--attention_resolutions 32,16,8 --class_cond False --diffusion_steps 1000 --image_size 256 --learn_sigma True --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True"
 ALIGN_FLAGS="--batch_size 10 --num_samples 50000 --timestep_respacing 100 --model_path $CKPT --D 4 --N 50 --scale 6 --save_dir $DATA/"
-RUN="$PY -m torch.distributed.run --standalone --nproc_per_node $NGPU align/project.py $MODEL_FLAGS $ALIGN_FLAGS"
+RUN="$(launcher) align/project.py $MODEL_FLAGS $ALIGN_FLAGS"
 
-WHICH=${1:-all}
 if [ "$WHICH" = all ] || [ "$WHICH" = D ]; then
-  # Synthetic set from Stage 1 (GEN_DIR/<class>/*.png) -> $DATA/DiT-Syn/<class>/ (MoD)
-  $RUN --base_samples "$GEN_DIR" --datatype D $EXTRA
+  $RUN --base_samples "$GEN_DIR" --datatype D "$@"
 fi
 if [ "$WHICH" = all ] || [ "$WHICH" = C ]; then
-  # ImageNet-C -> $DATA/ImageNet-C-Syn/<corruption>/<severity>/<wnid>/
-  $RUN --base_samples "$DATA/ImageNet-C" --datatype C --corruption "$CORRUPTION" --severity "$SEVERITY" $EXTRA
+  $RUN --base_samples "$DATA/ImageNet-C" --datatype C --corruption "$CORRUPTION" --severity "$SEVERITY" "$@"
 fi
 if [ "$WHICH" = all ] || [ "$WHICH" = W ]; then
-  # ImageNet-W -> $DATA/ImageNet-W-Syn/val/<wnid>/
-  $RUN --base_samples "$DATA/ImageNet-W" --datatype W $EXTRA
+  $RUN --base_samples "$DATA/ImageNet-W" --datatype W "$@"
 fi

@@ -5,6 +5,7 @@
 #   bash scripts/demo.sh --quick         # shortened pipeline (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_lib.sh
 PY=.venv/bin/python
-[ -x "$PY" ] || { echo "no .venv: run 'bash scripts/setup.sh' first" >&2; exit 1; }
+[ -x "$PY" ] || die "no .venv: run 'bash scripts/setup.sh' first"
 exec "$PY" mini/demo.py "$@"

@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
-# Stage 3: fine-tune a classifier on the aligned synthetic set (data/DiT-Syn).
-#   bash scripts/finetune.sh <Model> [GPUS] [finetune/train.py options ...]
-# Model: ResNet50, SwinT, SwinB, ConvNeXtT, ConvNeXtB (configs/finetune/<Model>.py), TinyResNet,
-# or a config file. GPUS > 1 launches torchrun (PORT sets its port); otherwise one process
-# (GPU if visible, else CPU). Extra options go to finetune/train.py, e.g.
-#   bash scripts/finetune.sh ResNet50 8
+# Stage 3 (finetune): fine-tune a classifier on the aligned synthetic set ($DATA/DiT-Syn).
+#
+#   bash scripts/finetune.sh <Model> [NGPU] [finetune/train.py options ...]
+#   NGPU=8 bash scripts/finetune.sh ResNet50
 #   bash scripts/finetune.sh SwinT 4 --auto-scale-lr --cfg-options train_cfg.max_epochs=15
-#   bash scripts/finetune.sh ResNet50 8 --resume
-# Writes work_dirs/<Model>/ (logs, per-epoch checkpoints) and finetuned_ckpt/<Model>.pth + .py.
+#   NGPU=8 bash scripts/finetune.sh ResNet50 --resume
+#
+# Model: ResNet50, SwinT, SwinB, ConvNeXtT, ConvNeXtB (configs/finetune/<Model>.py), TinyResNet (a tiny
+# 32 px recipe), or a config file. The GPU count is NGPU (default: all visible GPUs, else 1 CPU process),
+# or a number right after the model as in the reference. More than one launches torchrun (PORT sets its
+# port). Writes work_dirs/<Model>/ (logs, checkpoints) and finetuned_ckpt/<Model>.pth + .py.
+# Environment (defaults): NGPU, DATA (data: trains on $DATA/DiT-Syn), PY (.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=${1:?usage: bash scripts/finetune.sh <Model> [GPUS] [train.py options]}
+source scripts/_lib.sh
+if help_requested "$@"; then usage; exit 0; fi
+[ "$#" -ge 1 ] || { usage >&2; die "name a model (or a config file)"; }
+MODEL=$1
 shift
-GPUS=1
 if [[ $# -gt 0 && $1 =~ ^[0-9]+$ ]]; then
-  GPUS=$1
+  NGPU=$1
   shift
 fi
-PY=python
-[ -x .venv/bin/python ] && PY=.venv/bin/python
 CONFIG=$MODEL
-[ -f "$CONFIG" ] || CONFIG=configs/finetune/$MODEL.py
-if [ "$GPUS" -gt 1 ]; then
-  exec "$PY" -m torch.distributed.run --nproc_per_node="$GPUS" --master_port="${PORT:-29500}" \
-    finetune/train.py "$CONFIG" --launcher pytorch "$@"
+if [ ! -f "$CONFIG" ]; then
+  CONFIG=configs/finetune/$MODEL.py
+  if [ ! -f "$CONFIG" ]; then
+    models=$(ls configs/finetune | sed -n 's/^\([^_].*\)\.py$/\1/p' | tr '\n' ' ')
+    die "unknown model '$MODEL': use one of ${models}or a config file"
+  fi
+fi
+need_python
+resolve_ngpu
+DATA=${DATA:-data}
+if [ "$NGPU" -gt 1 ]; then
+  exec "$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --master_port="${PORT:-29500}" \
+    finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" --launcher pytorch "$@"
 else
-  exec "$PY" finetune/train.py "$CONFIG" "$@"
+  exec "$PY" finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" "$@"
 fi

@@ -53,16 +53,27 @@ def test_ci_runs_the_readme_test_command():
         subprocess.run(["bash", "-n", str(script)], check=True)
 
 
-def test_download_script_names_every_checkpoint():
-    text = (ROOT / "scripts" / "download_ckpt.sh").read_text()
-    for name in (
-        "DiT-XL-2-256x256.pt",
-        "256x256_diffusion_uncond.pt",
-        "sd-vae-ft-ema",
-        "resnet50_8xb32_in1k_20210831-ea4938fc.pth",
-        "swin_tiny_224_b16x64_300e_imagenet_20210616_090925-66df6be6.pth",
-        "convnext-tiny_3rdparty_32xb128_in1k_20220124-18abde00.pth",
-        "swin_base_224_b16x64_300e_imagenet_20210616_190742-93230b0d.pth",
-        "convnext-base_3rdparty_32xb128_in1k_20220124-d0915162.pth",
-    ):
-        assert name in text, name
+def test_checkpoint_names_come_from_one_table():
+    """download_ckpt.sh and eval.sh read sda/utils/weights.py; the configs and defaults name the same files."""
+    from sda.gen import GenConfig
+    from sda.utils.weights import CLASSIFIERS, PRETRAINED_DIR, classifier_file, downloads
+
+    fetched = {f"{PRETRAINED_DIR}/{dest}" for _, dest, _ in downloads()}
+    assert "python3 -m sda.utils.weights downloads" in (ROOT / "scripts" / "download_ckpt.sh").read_text()
+    assert "-m sda.utils.weights classifier" in (ROOT / "scripts" / "eval.sh").read_text()
+    for model in CLASSIFIERS:
+        assert classifier_file(model) in fetched
+        config = (ROOT / "configs" / "finetune" / f"{model}.py").read_text()
+        assert f'load_from = "{classifier_file(model)}"' in config, model
+    assert GenConfig().checkpoint in fetched  # gen.sh's default DiT
+    assert f"{GenConfig().vae_folder}/config.json" in fetched
+    from sda.align.config import build_parser
+
+    align_default = build_parser().parse_args(["--base_samples", "x", "--datatype", "D"]).model_path
+    assert align_default in fetched
+    for script, default in (("gen.sh", GenConfig().checkpoint), ("align.sh", align_default)):
+        assert default in (ROOT / "scripts" / script).read_text(), script
+    out = subprocess.run(
+        ["python3", "-m", "sda.utils.weights", "downloads"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert len(out.strip().splitlines()) == len(downloads())
