@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -122,4 +124,57 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def _hash_cache_path() -> Path:
+    base = os.environ.get("SDA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sda-tta"
+    )
+    return Path(base) / "sha256.json"
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """``file_sha256`` remembered by (absolute path, size, mtime): a 2 GB checkpoint is hashed once, not every run.
+
+    The cache lives in ``$SDA_CACHE_DIR`` (default ``~/.cache/sda-tta``); a changed file (size or
+    modification time) is hashed again; an unwritable cache only costs the hashing.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    cache_file = _hash_cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(path))
+    if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return str(entry["sha256"])
+    digest = file_sha256(path)
+    cache[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    with contextlib.suppress(OSError, UserError):
+        from sda.utils.io import write_json
+
+        write_json(cache_file, cache)
+    return digest
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """The content hash of a file, or of a folder (its files' relative names and hashes, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return cached_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(f"{f.relative_to(path).as_posix()}\0{cached_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """A hash of a model's weights and buffers (names, dtypes, shapes, bytes): the identity of an in-memory model."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

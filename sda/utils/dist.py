@@ -104,6 +104,13 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
     return list(items[rank::world_size])
 
 
+def shard_batches(n: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+    """This rank's indices of ``range(n)`` as whole batches: the batches ``[0, b), [b, 2b), ...`` are dealt
+    out ``batches[rank::world_size]``, so every batch has the same composition whatever the world size."""
+    starts = list(range(0, n, batch_size))[rank::world_size]
+    return [i for s in starts for i in range(s, min(s + batch_size, n))]
+
+
 def cleanup() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,12 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 from PIL import Image
 
 from sda.utils.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> UserError:
+    """One clear line for a failed write: a full disk says so (and that a rerun resumes)."""
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        return UserError(
+            f"cannot write {path}: no space left on the device; free some space, then rerun the same "
+            "command to resume (finished files are kept)"
+        )
+    return UserError(f"cannot write {path}: {e.strerror or e}; choose a writable output folder")
 
 
 def _umask() -> int:
@@ -35,7 +47,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}; choose a writable output folder") from e
+        raise write_error(path, e) from e
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -43,6 +55,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise write_error(path, e) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -90,11 +106,23 @@ def list_images(root: str | os.PathLike) -> list[str]:
     return sorted(out)
 
 
+# PIL modes of 16-bit (and 32-bit integer) single-channel images: PNG stores 16-bit grey as "I;16" (or "I").
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An RGB copy of ``im``; 16-bit grey is scaled to 8 bits (x / 257, rounded), not clipped at 255."""
+    if im.mode in _WIDE_MODES:
+        wide = np.asarray(im, dtype=np.float64)  # (H, W) in 0..65535
+        im = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    return im.convert("RGB")
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image as RGB; a corrupt or unreadable file is a UserError naming it."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from e
 
@@ -106,3 +134,36 @@ def class_folders(root: str | os.PathLike, fix: str = "check the path") -> list[
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist; {fix}")
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Create ``path`` if needed and prove it takes a file, before any work: a UserError naming ``flag``."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {path} is not writable ({e.strerror or e}); choose a writable folder") from e
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, flag: str) -> Path:
+    """The folder of output file ``path`` is writable (and ``path`` is no folder), before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    check_writable_dir(path.parent, flag)
+    return path
+
+
+def check_disjoint(inputs: str | os.PathLike, outputs: str | os.PathLike, in_flag: str, out_flag: str) -> None:
+    """Refuse an output folder equal to, inside, or containing the input folder (a rerun would read its own
+    outputs as inputs, or outputs would replace inputs)."""
+    a, b = Path(inputs).resolve(), Path(outputs).resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise UserError(
+            f"{out_flag} {outputs} overlaps {in_flag} {inputs}: outputs would mix with the inputs; "
+            f"choose an output folder outside the input folder"
+        )

@@ -10,17 +10,89 @@ is complete; a run killed mid-write leaves only hidden ``.*.tmp`` files, which t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sda.utils.errors import UserError
-from sda.utils.io import write_json
+from sda.utils.io import write_error, write_json
 
 T = TypeVar("T")
 PARTIAL_GLOB = "**/.*.tmp"  # what sda.utils.io.atomic_write leaves behind when a process is killed
+LOCK_NAME = ".lock"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process (clock ticks since boot, /proc), to tell a live pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22 of proc(5), counted after the command name
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lock still runs (assumed so when it runs on another host)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = int(holder.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = holder.get("start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+class FolderLock:
+    """``<root>/.lock`` with the host and pid of the run that writes the folder; a dead holder's lock is taken over."""
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start": _process_start(os.getpid()),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    holder = {}  # written by a run killed between creating and filling it
+                if holder and _alive(holder):
+                    raise UserError(
+                        f"{self.path.parent} is being written by another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('since')}); wait for it to finish, or delete "
+                        f"{self.path} if that run is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its run died
+                continue
+            except OSError as e:
+                raise write_error(self.path, e) from e
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise UserError(f"cannot take {self.path}: other runs keep taking it; run one at a time")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -69,6 +141,7 @@ class RunFolder:
         self.key_path = self.root / key_file
         self.section = section
         self.fix = fix
+        self.lock = FolderLock(self.root)
 
     def stored_key(self) -> dict[str, Any] | None:
         """The key stored by an earlier run, or None (no file, or a file that is not ours to read)."""
@@ -93,18 +166,31 @@ class RunFolder:
             raise UserError(f"{self.root} holds outputs made with other settings ({what}); {self.fix}")
 
     def claim(self, record: Mapping[str, Any] | None = None) -> int:
-        """Check the key, create the folder, remove partial files, write the key file.
+        """Take the folder's lock, check the key, remove partial files, write the key file.
 
         ``record``: the whole key file to write (it must hold the key under ``section``); by default
-        the key alone. Returns the number of partial files removed.
+        the key alone. Returns the number of partial files removed. Call :meth:`release` when done
+        (a killed run's lock is recognised as stale and taken over).
         """
-        self.check()
-        self.root.mkdir(parents=True, exist_ok=True)
-        removed = self.remove_partials()
-        if record is None:
-            record = self.key if self.section is None else {self.section: self.key}
-        write_json(self.key_path, dict(record))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(self.root, e) from e
+        self.lock.acquire()
+        try:
+            self.check()
+            removed = self.remove_partials()
+            if record is None:
+                record = self.key if self.section is None else {self.section: self.key}
+            write_json(self.key_path, dict(record))
+        except BaseException:
+            self.lock.release()
+            raise
         return removed
+
+    def release(self) -> None:
+        """Give the folder's lock back (the end of a run, successful or not)."""
+        self.lock.release()
 
     def remove_partials(self) -> int:
         """Delete the hidden temporary files an interrupted run left (complete outputs are kept)."""
@@ -113,6 +199,17 @@ class RunFolder:
             tmp.unlink(missing_ok=True)
             n += 1
         return n
+
+
+@contextlib.contextmanager
+def claimed(folders: Iterable[RunFolder]) -> Any:
+    """Release every folder of ``folders`` (claimed or not) when the block ends."""
+    folders = list(folders)
+    try:
+        yield folders
+    finally:
+        for f in folders:
+            f.release()
 
 
 def pending(items: Iterable[T], output_of: Callable[[T], Path]) -> list[T]:
