@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,8 @@ class AlignConfig:
             )
         if self.batch_size < 1:
             raise UserError(f"--batch_size {self.batch_size}: must be at least 1")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise UserError(f"--num_samples {self.num_samples}: must be at least 1 (or leave it out for all images)")
         if self.precision is not None:
             check_precision(self.precision, PRECISIONS)
         if self.datatype == "C":
@@ -121,28 +123,6 @@ class AlignConfig:
             return self
         fp16 = self.model_flags.get("use_fp16") and device_type == "cuda"
         return replace(self, precision="fp16" if fp16 else "fp32")
-
-    def settings(self, world_size: int) -> dict[str, Any]:
-        """What the manifests record (the run key is the output-affecting part, ``RESULT_KEYS``)."""
-        p = asdict(self.projection)
-        extra = {"timestep_respacing": self.timestep_respacing} if self.model_path else {}
-        if self.model_path:
-            extra["model"] = Path(self.model_path).name
-        return {
-            "N": p["N"],
-            "D": p["D"],
-            "scale": p["scale"],
-            "guidance_norm": p["guidance_norm"],
-            "image_size": self.image_size,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "world_size": world_size,
-            "lossless": self.lossless,
-            **extra,
-            "precision": self.precision,
-            "clip_denoised": p["clip_denoised"],
-            "datatype": self.datatype,
-        }
 
     # ------------------------------------------------------------------------------------ command line
     @classmethod

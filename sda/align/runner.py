@@ -1,9 +1,11 @@
 """Stage 2 (align) runner: project every image of a D/C/W layout exactly once (across ranks), resumably.
 
-Rank 0 lists the pending inputs before anyone writes (``sda.utils.dist.rank0_plan``) and every rank
-projects its share in batches; reading the next batch and writing the previous one overlap with the
-projection. Each output set is a run folder (``sda.utils.runfolder``) keyed by the settings that change
-its pixels, with an ``align_manifest.json``.
+The batches are fixed from the whole input list before any work, so an interrupted run resumes to the
+same bytes as a clean one, whatever the guidance norm: a batch with a missing output is recomputed whole
+and only the gaps are written. Rank 0 claims the output sets and lists the work before anyone writes
+(``sda.utils.dist.rank0_plan``); reading the next batch and writing the previous one overlap with the
+projection. Each output set is a run folder (``sda.utils.runfolder``: a lock, and a key of every setting
+that changes its pixels) with an ``align_manifest.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -20,24 +23,62 @@ from sda.align.layout import ImageSet, Job, discover_jobs, image_sets, load_imag
 from sda.align.lowpass import make_lowpass
 from sda.align.projection import project
 from sda.utils import dist
+from sda.utils.checkpoint import cached_sha256, state_dict_sha256
 from sda.utils.images import tensor_to_pil, tile_grid
-from sda.utils.io import save_image, write_json
+from sda.utils.io import check_disjoint, check_writable_dir, check_writable_file, save_image, write_json
 from sda.utils.progress import log, progress
-from sda.utils.runfolder import RunFolder, pending
+from sda.utils.runfolder import RunFolder, claimed, pending
 from sda.utils.seed import image_seed, make_generator
 
 MANIFEST = "align_manifest.json"
-# Settings that change the projected pixels: a resumed run must not mix them.
-RESULT_KEYS = ("N", "D", "scale", "guidance_norm", "timestep_respacing", "image_size", "seed", "model")
+ALGORITHM = "align-2"  # the projection's version in run keys: bump it when a change alters the pixels
+Batch = list[Job]
 
 
-def _folder(s: ImageSet, settings: dict[str, Any]) -> RunFolder:
-    key = {k: settings[k] for k in RESULT_KEYS if k in settings}
-    return RunFolder(s.out_dir, key, MANIFEST, fix="use another --save_dir or delete that folder")
+def run_key(cfg: AlignConfig, model_sha256: str, device_type: str) -> dict[str, Any]:
+    """Every setting that changes a projected pixel. Batch size, precision, memory format, compilation and the
+    device are in it: the batch norm couples a batch's images, and kernels round differently otherwise."""
+    return {
+        "algorithm": ALGORITHM,
+        **asdict(cfg.projection),
+        "timestep_respacing": cfg.timestep_respacing,
+        "image_size": cfg.image_size,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "compile": cfg.compile,
+        "device": device_type,
+        "lossless": cfg.lossless,
+        "model_sha256": model_sha256,
+        "model_flags": dict(cfg.model_flags),
+    }
 
 
-def _manifest(s: ImageSet, jobs: Sequence[Job], settings: dict[str, Any], complete: bool, **extra: Any) -> dict:
-    mine = [j for j in jobs if j.out.parent.parent == s.out_dir]
+def model_identity(cfg: AlignConfig, model: Any) -> str:
+    """The projector's content hash: its checkpoint file (cached by size and mtime), else its weights."""
+    if cfg.model_path:
+        return cached_sha256(cfg.model_path)
+    return state_dict_sha256(model)
+
+
+def plan_batches(sets: Sequence[ImageSet], cfg: AlignConfig) -> list[Batch]:
+    """Every input of every set in sorted order, cut into fixed batches within each set (as the reference runs
+    one folder at a time). The plan depends only on the inputs and settings, never on what exists or on the
+    number of ranks, so a resumed run projects every batch exactly as a clean run does."""
+    out: list[Batch] = []
+    for s in sets:
+        jobs = discover_jobs([s], cfg.lossless, cfg.num_samples)
+        out += [jobs[i : i + cfg.batch_size] for i in range(0, len(jobs), cfg.batch_size)]
+    return out
+
+
+def missing(batch: Batch) -> Batch:
+    return pending(batch, lambda j: j.out)
+
+
+def _manifest(s: ImageSet, batches: Sequence[Batch], settings: dict[str, Any], complete: bool, **extra: Any) -> dict:
+    mine = [j for b in batches for j in b if j.out.parent.parent == s.out_dir]
     done = sum(j.out.exists() for j in mine)
     return {
         "stage": "align",
@@ -50,25 +91,28 @@ def _manifest(s: ImageSet, jobs: Sequence[Job], settings: dict[str, Any], comple
     }
 
 
-def _plan(cfg: AlignConfig, sets: Sequence[ImageSet], settings: dict[str, Any]) -> tuple[list[Job], list[Job]]:
-    """Check every set's key, list all jobs and the pending ones, then claim the sets (manifests written)."""
-    folders = [_folder(s, settings) for s in sets]
+def _plan(
+    cfg: AlignConfig, sets: Sequence[ImageSet], folders: Sequence[RunFolder], settings: dict[str, Any]
+) -> tuple[list[Batch], list[Batch]]:
+    """Check every set's key, plan the batches, then claim the sets (locks taken, manifests written)."""
     for f in folders:
         f.check()
-    all_jobs = discover_jobs(sets, cfg.lossless, cfg.num_samples)
-    todo = pending(all_jobs, lambda j: j.out)
+    batches = plan_batches(sets, cfg)
+    todo = [b for b in batches if missing(b)]
     for s, f in zip(sets, folders, strict=True):
-        f.claim(record=_manifest(s, all_jobs, settings, complete=False))
-    return all_jobs, todo
+        f.claim(record=_manifest(s, batches, settings, complete=False))
+    return batches, todo
 
 
 def _load_batch(jobs: Sequence[Job], image_size: int) -> torch.Tensor:
     return torch.stack([load_image(j.src, image_size) for j in jobs])  # (B, 3, S, S)
 
 
-def _save_batch(images: torch.Tensor, jobs: Sequence[Job]) -> None:
+def _save_missing(images: torch.Tensor, jobs: Sequence[Job]) -> None:
+    """Write the projections whose file is missing (a resumed batch recomputes all, writes the gaps)."""
     for x, j in zip(images, jobs, strict=True):
-        save_image(tensor_to_pil(x), j.out)
+        if not j.out.exists():
+            save_image(tensor_to_pil(x), j.out)
 
 
 def save_grid(rows: Sequence[torch.Tensor], path: str | os.PathLike) -> None:
@@ -79,22 +123,21 @@ def save_grid(rows: Sequence[torch.Tensor], path: str | os.PathLike) -> None:
 def run_jobs(
     model: Callable[..., torch.Tensor],
     diffusion: Any,
-    jobs: Sequence[Job],
+    batches: Sequence[Batch],
     cfg: AlignConfig,
     device: torch.device | str = "cpu",
     grid: str | os.PathLike | None = None,
     desc: str = "align",
 ) -> int:
-    """Project ``jobs`` (this rank's share) in batches of ``cfg.batch_size`` (the last may be smaller).
+    """Project this rank's planned batches, each whole; write the missing outputs.
 
     Reading the next batch and writing the previous one overlap with the projection. Returns the
     number of images written.
     """
     device = torch.device(device)
     lpf = make_lowpass(cfg.projection.lowpass, cfg.image_size, cfg.projection.D, device)
-    batches = [list(jobs[i : i + cfg.batch_size]) for i in range(0, len(jobs), cfg.batch_size)]
     written = 0
-    with futures.ThreadPoolExecutor(max_workers=2) as pool, progress(total=len(jobs), desc=desc) as bar:
+    with futures.ThreadPoolExecutor(max_workers=2) as pool, progress(total=sum(map(len, batches)), desc=desc) as bar:
         next_load = pool.submit(_load_batch, batches[0], cfg.image_size) if batches else None
         saves: list[futures.Future] = []
         for b, batch in enumerate(batches):
@@ -107,14 +150,23 @@ def run_jobs(
             if grid is not None and b == 0:
                 with torch.no_grad():
                     save_grid([ref.cpu(), x, lpf(ref).cpu(), lpf(x.to(device)).cpu()], grid)
-            saves.append(pool.submit(_save_batch, x, batch))
+            written += len(missing(batch))
+            saves.append(pool.submit(_save_missing, x, batch))
             while saves and saves[0].done():
                 saves.pop(0).result()  # surface write errors early
-            written += len(batch)
             bar.update(len(batch))
         for f in saves:
             f.result()
     return written
+
+
+def check_outputs(cfg: AlignConfig, sets: Sequence[ImageSet]) -> None:
+    """Before any work: the output folders are writable and do not overlap the inputs."""
+    check_writable_dir(cfg.save_dir, "--save_dir")
+    for s in sets:
+        check_disjoint(s.in_dir, s.out_dir, "--base_samples", "--save_dir")
+    if cfg.grid is not None:
+        check_writable_file(cfg.grid, "--grid")
 
 
 def project_folder(
@@ -129,10 +181,11 @@ def project_folder(
     """Project every image of ``cfg``'s layout exactly once (across ranks), resumably.
 
     ``model`` is ready to call (see ``sda.align.projection.prepare_model``), ``diffusion`` the respaced
-    process. With a process group, rank 0 lists the pending inputs before anyone writes and every rank
-    shards that same list. Ranks without a group (separate jobs sharing a folder, ``rank``/``world_size``
-    given) cannot agree on a pending list, so each takes its share of the full sorted list and skips what
-    exists. Writes ``align_manifest.json`` into each output set. Returns a summary dict.
+    process. The batches are planned from the whole input list (``plan_batches``); with a process group,
+    rank 0 claims the output sets and lists the batches with a missing output before anyone writes, and
+    every rank takes its share of those batches. Ranks without a group (separate jobs sharing a folder,
+    ``rank``/``world_size`` given) take their share of all batches and skip the complete ones. Writes
+    ``align_manifest.json`` into each output set. Returns a summary dict.
     """
     cfg.projection.check_against(cfg.image_size, diffusion.num_timesteps)
     grouped = dist.is_grouped()
@@ -142,32 +195,45 @@ def project_folder(
     if device is None:
         device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
     sets = image_sets(cfg.base_samples, cfg.save_dir, cfg.datatype, cfg.corruptions, cfg.severities)
-    settings = cfg.settings(world_size)
-    if grouped or rank == 0:
-        all_jobs, todo = dist.rank0_plan(lambda: _plan(cfg, sets, settings))
-    else:
-        all_jobs = discover_jobs(sets, cfg.lossless, cfg.num_samples)
-        todo = pending(all_jobs, lambda j: j.out)
-    mine = (
-        dist.shard(todo, rank, world_size)
-        if grouped
-        else pending(dist.shard(all_jobs, rank, world_size), lambda j: j.out)
+    check_outputs(cfg, sets)
+    key = run_key(cfg, model_identity(cfg, model), torch.device(device).type)
+    settings = {**key, "world_size": world_size, "datatype": cfg.datatype}
+    folders = (
+        [
+            RunFolder(s.out_dir, key, MANIFEST, fix="use another --save_dir, or the same settings to resume")
+            for s in sets
+        ]
+        if (grouped or rank == 0)
+        else []
     )
-    log(
-        f"align: {len(all_jobs)} images in {len(sets)} set(s), {len(all_jobs) - len(todo)} already done, "
-        f"{len(todo)} to project on {world_size} process(es)"
-    )
-    written = run_jobs(
-        model, diffusion, mine, cfg, device, grid=cfg.grid if rank == 0 else None, desc=f"align {cfg.datatype}"
-    )
-    counts = dist.all_gather_object(written)
-    dist.barrier()
-    if rank == 0:
-        for s in sets:
-            write_json(s.out_dir / MANIFEST, _manifest(s, all_jobs, settings, True, projected_this_run=sum(counts)))
+    with claimed(folders):
+        if folders:
+            batches, todo = dist.rank0_plan(lambda: _plan(cfg, sets, folders, settings))
+        else:
+            batches = plan_batches(sets, cfg)
+            todo = [b for b in batches if missing(b)]
+        mine = (
+            dist.shard(todo, rank, world_size)
+            if grouped
+            else [b for b in dist.shard(batches, rank, world_size) if missing(b)]
+        )
+        left = sum(len(missing(b)) for b in todo)
+        images = sum(map(len, batches))
+        log(
+            f"align: {images} images in {len(sets)} set(s), {images - left} already done, "
+            f"{left} to project ({len(todo)} batches) on {world_size} process(es)"
+        )
+        written = run_jobs(
+            model, diffusion, mine, cfg, device, grid=cfg.grid if rank == 0 else None, desc=f"align {cfg.datatype}"
+        )
+        counts = dist.all_gather_object(written)
+        dist.barrier()
+        if rank == 0:
+            for s in sets:
+                write_json(s.out_dir / MANIFEST, _manifest(s, batches, settings, True, projected_this_run=sum(counts)))
     return {
-        "images": len(all_jobs),
-        "skipped": len(all_jobs) - len(todo),
+        "images": images,
+        "skipped": images - left,
         "written": written,
         "sets": [s.name for s in sets],
         "out_dirs": [str(s.out_dir) for s in sets],

@@ -18,6 +18,7 @@ ADM_MODEL = "ADM"
 VAE_DOWNSAMPLE = 8  # pixels per latent cell of the Stable Diffusion VAE
 LATENT_CHANNELS = 4
 DEFAULT_STEPS = 250  # the paper's DDPM steps; other counts are named in the folder
+ALGORITHM = "gen-2"  # the sampler's version in run keys: bump it when a change alters the pixels
 # Settings that change the pixels: a rerun into a folder made with other values is refused.
 PIXEL_SETTINGS = (
     "model",
@@ -93,6 +94,10 @@ class GenConfig:
         check_precision(self.precision, PRECISIONS)
         if self.images_per_class < 1 or self.per_proc_batch_size < 1:
             raise UserError("--images-per-class and --per-proc-batch-size must be at least 1")
+        if self.num_sampling_steps < 1:
+            raise UserError(f"--num-sampling-steps {self.num_sampling_steps}: use at least 1 (the paper: 250)")
+        if self.num_classes < 1:
+            raise UserError(f"--num-classes {self.num_classes}: use at least 1")
         if self.cfg_scale < 1.0:
             raise UserError(f"--cfg-scale {self.cfg_scale} < 1.0; use 1.0 (no guidance, SDA) or more")
         if self.image_size <= 0 or (not self.no_vae and self.image_size % VAE_DOWNSAMPLE):
@@ -158,10 +163,18 @@ class GenConfig:
     def output_root(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path(self.sample_dir) / self.folder_name()
 
-    def pixel_settings(self, ckpt_sha256: str) -> dict[str, Any]:
-        """The run key: every setting that changes the pixels, and the checkpoint's content hash."""
+    def pixel_settings(self, ckpt_sha256: str, vae_sha256: str | None = None, device: str = "cpu") -> dict[str, Any]:
+        """The run key: every setting that changes the pixels (the batch size and the device included: kernels
+        round differently for other shapes and devices), the weights' content hashes and the code's version."""
         values = asdict(self)
-        return {**{k: values[k] for k in PIXEL_SETTINGS}, "ckpt_sha256": ckpt_sha256}
+        return {
+            "algorithm": ALGORITHM,
+            **{k: values[k] for k in PIXEL_SETTINGS},
+            "per_proc_batch_size": self.per_proc_batch_size,
+            "device": device,
+            "ckpt_sha256": ckpt_sha256,
+            "vae_sha256": vae_sha256,
+        }
 
     # ------------------------------------------------------------------------------------ command line
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from sda.gen.config import GenConfig
-from sda.gen.sampler import build_sampler
+from sda.gen.sampler import Sampler, build_sampler
 from sda.utils import dist as sdist
-from sda.utils.checkpoint import file_sha256
+from sda.utils.checkpoint import cached_sha256, content_sha256
 from sda.utils.errors import UserError
 from sda.utils.images import tile_grid
 from sda.utils.io import load_rgb, save_image, write_json
@@ -46,10 +46,20 @@ def grid_path(root: str | os.PathLike) -> Path:
     return root.parent / f"{root.name}{GRID_SUFFIX}"
 
 
-def pending_items(root: str | os.PathLike, classes: Sequence[int], images_per_class: int) -> list[tuple[int, int]]:
-    """(class, index) pairs whose PNG is not there yet, class-major."""
+Item = tuple[int, int]  # (class, index)
+
+
+def plan_batches(classes: Sequence[int], images_per_class: int, batch_size: int) -> list[list[Item]]:
+    """Every (class, index) of the set, class-major, cut into fixed batches. The plan depends only on the
+    settings, never on what exists or on the number of ranks, so a resumed run computes every batch exactly
+    as a clean run does."""
     items = [(c, j) for c in classes for j in range(images_per_class)]
-    return pending(items, lambda item: image_path(root, *item))
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def missing(root: str | os.PathLike, batch: Sequence[Item]) -> list[Item]:
+    """The items of a batch whose PNG is not there yet (outputs are atomic: present means complete)."""
+    return pending(batch, lambda item: image_path(root, *item))
 
 
 def count_images(root: str | os.PathLike) -> dict[str, int]:
@@ -62,11 +72,6 @@ def make_grid(root: str | os.PathLike, classes: Sequence[int], images_per_class:
     """A grid of up to ``size`` classes (rows) x ``size`` images (columns), for a quick look."""
     cols = min(size, images_per_class)
     return tile_grid([[load_rgb(image_path(root, c, j)) for j in range(cols)] for c in classes[:size]])
-
-
-def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _manifest(cfg: GenConfig, root: Path, settings: dict[str, Any], info: sdist.DistInfo) -> dict[str, Any]:
@@ -92,18 +97,22 @@ def _manifest(cfg: GenConfig, root: Path, settings: dict[str, Any], info: sdist.
     }
 
 
-def _plan(cfg: GenConfig, root: Path, info: sdist.DistInfo) -> tuple[list[tuple[int, int]], dict[str, Any]]:
-    """Rank 0: claim the folder with the run key, list the missing images, write the running manifest."""
-    settings = cfg.pixel_settings(file_sha256(cfg.checkpoint))
-    manifest = _manifest(cfg, root, settings, info)
-    folder = RunFolder(
-        root, settings, MANIFEST, fix="use another --out-dir/--sample-dir or the same settings to resume"
-    )
+def run_key(cfg: GenConfig, device: torch.device) -> dict[str, Any]:
+    """The settings key of the output folder (content hashes of the weights, cached by size and mtime)."""
+    vae = None if cfg.vae_folder is None else content_sha256(cfg.vae_folder)
+    return cfg.pixel_settings(cached_sha256(cfg.checkpoint), vae, device.type)
+
+
+def _plan(cfg: GenConfig, folder: RunFolder, info: sdist.DistInfo) -> tuple[list[list[Item]], dict[str, Any]]:
+    """Rank 0: claim the folder with the run key, list the batches with a missing image, write the manifest."""
+    manifest = _manifest(cfg, folder.root, folder.key, info)
     removed = folder.claim(record=manifest)
-    todo = pending_items(root, cfg.class_list, cfg.images_per_class)
+    batches = plan_batches(cfg.class_list, cfg.images_per_class, cfg.per_proc_batch_size)
+    todo = [b for b in batches if missing(folder.root, b)]
+    left = sum(len(missing(folder.root, b)) for b in todo)
     log(
-        f"gen: {root} - {len(cfg.class_list)} classes x {cfg.images_per_class} images, "
-        f"{len(todo)} to make on {info.world_size} process(es)"
+        f"gen: {folder.root} - {len(cfg.class_list)} classes x {cfg.images_per_class} images, {left} to make "
+        f"({len(todo)} batches) on {info.world_size} process(es)"
         + (f", removed {removed} partial files" if removed else "")
     )
     return todo, manifest
@@ -133,21 +142,34 @@ def generate(cfg: GenConfig) -> dict[str, Any]:
     info = sdist.init_distributed(cfg.device)
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     start = time.time()
+    folder = None
     try:
         sampler = build_sampler(cfg, info.device)
         root = cfg.output_root()
-        todo, manifest = sdist.rank0_plan(lambda: _plan(cfg, root, info))
+        if info.rank == 0:
+            fix = "use another --out-dir/--sample-dir, or the same settings to resume"
+            folder = RunFolder(root, run_key(cfg, info.device), MANIFEST, fix=fix)
+        todo, manifest = sdist.rank0_plan(lambda: _plan(cfg, folder, info))
         mine = sdist.shard(todo, info.rank, info.world_size)
-        with progress(total=len(mine), desc=f"gen (rank 0 of {info.world_size})", unit="img") as bar:
-            for batch in batches(mine, cfg.per_proc_batch_size):
-                seeds = [image_seed(cfg.global_seed, c, j) for c, j in batch]
-                images = sampler.sample([c for c, _ in batch], seeds).numpy()  # (B, H, W, 3)
-                for (c, j), img in zip(batch, images, strict=True):
-                    save_image(Image.fromarray(img), image_path(root, c, j))
+        with progress(total=sum(map(len, mine)), desc=f"gen (rank 0 of {info.world_size})", unit="img") as bar:
+            for batch in mine:
+                write_batch(sampler, cfg, root, batch)
                 bar.update(len(batch))
         sdist.barrier()
         if info.rank != 0:
             return {}
         return _finish(cfg, root, manifest, time.time() - start)
     finally:
+        if folder is not None:
+            folder.release()
         sdist.cleanup()
+
+
+def write_batch(sampler: Sampler, cfg: GenConfig, root: Path, batch: Sequence[Item]) -> None:
+    """Sample a whole planned batch (as a clean run would) and write the images that are missing."""
+    todo = set(missing(root, batch))
+    seeds = [image_seed(cfg.global_seed, c, j) for c, j in batch]
+    images = sampler.sample([c for c, _ in batch], seeds).numpy()  # (B, H, W, 3)
+    for (c, j), img in zip(batch, images, strict=True):
+        if (c, j) in todo:
+            save_image(Image.fromarray(img), image_path(root, c, j))
