@@ -3,7 +3,9 @@
 ``build_corrupted_set`` writes ``<out>/<corruption>/<severity>/<class>/<stem>.<ext>`` with the corruption
 math of ``sda.eval.corruptions``; ``build_watermarked_set`` writes ImageNet-W's ``<out>/val/<class>/<stem>``.
 Each image gets its own seed (``image_seed(seed, corruption, severity, relative path)``), so the output
-does not depend on the number of workers; both are resumable (existing outputs are kept) and atomic.
+does not depend on the number of workers; both are resumable (existing outputs are kept, a killed run's
+temporary files removed) and atomic, and the output folder is claimed with the settings that change its
+pixels (``build_manifest.json``), so a rerun with another seed, profile or quality is refused.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from PIL import Image
 
 from sda.eval.corruptions import FORMATS, JPEG_QUALITY, check_profile, corrupt, preprocess
 from sda.utils.errors import UserError
-from sda.utils.io import list_images, load_rgb, save_image
+from sda.utils.io import check_disjoint, check_writable_dir, list_images, load_rgb, save_image
 from sda.utils.layout import CORRUPTIONS, SEVERITIES, parse_corruptions, parse_severities
+from sda.utils.runfolder import RunFolder, claimed
 from sda.utils.seed import image_seed
+
+MANIFEST = "build_manifest.json"  # the settings key of a built set (its folders may grow by corruption)
+ALGORITHM = "corruptions-2"  # bump when a change alters the pixels (2: ImageMagick's truncation in motion blur)
+FIX = "use another output folder, or the same settings to add to it"
 
 
 def _out_name(rel: str, ext: str) -> str:
@@ -106,6 +113,21 @@ def build_corrupted_set(spec: CorruptedSet) -> dict[str, int]:
     """
     rels = list_images(spec.src)
     _check_class_folders(spec.src, rels)
+    check_disjoint(spec.src, spec.out, "the source folder", "the output folder")
+    check_writable_dir(spec.out, "the output folder")
+    key = {
+        "algorithm": ALGORITHM,
+        "profile": spec.profile,
+        "format": spec.fmt,
+        "quality": spec.quality,
+        "seed": spec.seed,
+    }
+    with claimed([RunFolder(spec.out, key, MANIFEST, fix=FIX)]) as (folder,):
+        folder.claim()
+        return _build_c(spec, rels)
+
+
+def _build_c(spec: CorruptedSet, rels: list[str]) -> dict[str, int]:
     per_image = len(spec.corruptions) * len(spec.severities)
     jobs, total, skipped = [], 0, 0
     for rel in rels:
@@ -155,10 +177,15 @@ def build_watermarked_set(
     src_root, out_root = Path(src_root), Path(out_root)
     rels = list_images(src_root)
     _check_class_folders(src_root, rels)
-    jobs = []
-    for rel in rels:
-        out = out_root / "val" / _out_name(rel, FORMATS[fmt])
-        if not out.exists():
-            jobs.append((str(src_root), rel, str(out), fmt, quality))
-    _run_jobs(_w_job, jobs, workers, len(jobs), desc="watermark")
+    check_disjoint(src_root, out_root, "the source folder", "the output folder")
+    check_writable_dir(out_root, "the output folder")
+    key = {"algorithm": ALGORITHM, "watermark": "imagenet-w AddWatermark", "format": fmt, "quality": quality}
+    with claimed([RunFolder(out_root, key, MANIFEST, fix=FIX)]) as (folder,):
+        folder.claim()
+        jobs = []
+        for rel in rels:
+            out = out_root / "val" / _out_name(rel, FORMATS[fmt])
+            if not out.exists():
+                jobs.append((str(src_root), rel, str(out), fmt, quality))
+        _run_jobs(_w_job, jobs, workers, len(jobs), desc="watermark")
     return {"images": len(rels), "written": len(jobs), "skipped": len(rels) - len(jobs)}

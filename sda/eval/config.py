@@ -81,6 +81,11 @@ class EvalConfig:
             raise UserError("the sda mode needs --originckpt (the original model scores the raw images)")
         if needs_projection(list(modes)) and not self.data_prefix2:
             raise UserError(f"modes {', '.join(m for m in modes if m != 'first')} need --data_prefix2 (projected root)")
+        if self.data_prefix2 and Path(self.data_prefix1).resolve() == Path(self.data_prefix2).resolve():
+            raise UserError(
+                f"--data_prefix1 and --data_prefix2 are the same folder ({self.data_prefix1}): the projected images "
+                "must be align's output (e.g. data/ImageNet-C-Syn), not the raw set"
+            )
         object.__setattr__(self, "modes", modes)
         if self.datatype == "C":
             object.__setattr__(self, "corruptions", tuple(parse_corruptions(self.corruptions)))

@@ -122,12 +122,36 @@ class PairedImages(Dataset):
     def _load(self, path: Path) -> Tensor:
         return self.pipeline({"img_path": str(path)})["inputs"]  # (3, H, W) uint8
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor]:
+    def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor, str]:
+        """(index, raw, projected, error): an unreadable file gives empty tensors and an error naming it
+        (raised by the loader's collate in the main process, so workers never die with a traceback)."""
         si, rel = self.items[i]
         s = self.subsets[si]
-        raw = self._load(s.raw_dir / rel)
-        proj = self._load(s.proj_dir / rel) if self.with_proj else torch.empty(0)
-        return i, raw, proj
+        path = s.raw_dir / rel
+        try:
+            raw = self._load(path)
+            if self.with_proj:
+                path = s.proj_dir / rel
+                proj = self._load(path)
+            else:
+                proj = torch.empty(0)
+        except Exception as e:  # noqa: BLE001 - mmcv / cv2 raise anything on a broken file
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            return i, torch.empty(0), torch.empty(0), f"cannot read image {path} ({reason}); remove or replace the file"
+        return i, raw, proj, ""
+
+
+def collate_pairs(items: Sequence[tuple[int, Tensor, Tensor, str]]) -> tuple[Tensor, Tensor, Tensor, str]:
+    """Stack a batch of :class:`PairedImages` items: (index, raw, projected, the first error or "").
+
+    Collation may run in a loader worker; the caller raises the error in the main process."""
+    errors = [err for *_, err in items if err]
+    if errors:
+        return torch.empty(0), torch.empty(0), torch.empty(0), errors[0]
+    idx = torch.tensor([it[0] for it in items], dtype=torch.long)  # (N,)
+    raw = torch.stack([it[1] for it in items])  # (N, 3, H, W)
+    proj = torch.stack([it[2] for it in items])  # (N, 3, H, W) or (N, 0)
+    return idx, raw, proj, ""
 
 
 def check_num_classes(subsets: Sequence[SubsetPairs], n: int | None) -> None:

@@ -21,9 +21,9 @@ from sda.finetune.classifiers import (
     load_config,
     num_classes_of,
 )
-from sda.utils.dist import DistInfo, all_gather_object, cleanup, init_distributed, rank0_plan, shard
+from sda.utils.dist import DistInfo, all_gather_object, cleanup, init_distributed, rank0_plan, shard_batches
 from sda.utils.errors import UserError
-from sda.utils.io import write_json, write_text
+from sda.utils.io import check_writable_file, write_json, write_text
 
 
 def setup_device(cfg: EvalConfig) -> DistInfo:
@@ -54,6 +54,8 @@ def load_models(cfg: EvalConfig, mm_cfg: Any, device: torch.device) -> tuple[Eva
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any] | None:
     """Score the raw (and projected) target sets with every mode; the record on rank 0, None elsewhere."""
+    if cfg.out:  # before the scoring pass, not after it
+        check_writable_file(cfg.out, "--out")
     mm_cfg = load_config(cfg.config, cfg.cfg_options)
     info = setup_device(cfg)
     try:
@@ -74,7 +76,7 @@ def _evaluate(cfg: EvalConfig, mm_cfg: Any, info: DistInfo) -> dict[str, Any] | 
     for model in loaded:
         check_num_classes(subsets, num_classes_of(model))
     dataset = PairedImages(subsets, build_pipeline(mm_cfg), cfg.with_projection)
-    indices = shard(range(len(dataset)), info.rank, info.world_size)
+    indices = shard_batches(len(dataset), cfg.batch_size, info.rank, info.world_size)  # same batches for any world
     t0 = time.time()
     part = run_scoring(dataset, indices, models, Normalizer.from_config(mm_cfg), info.device, cfg)
     parts = all_gather_object(part)

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Subset
 
 from sda.eval import ensemble
 from sda.eval.config import EvalConfig
-from sda.eval.pairs import PairedImages
+from sda.eval.pairs import PairedImages, collate_pairs
 from sda.finetune.classifiers import Normalizer
+from sda.utils.errors import UserError
 from sda.utils.precision import autocast
 from sda.utils.progress import progress
 
@@ -122,20 +123,22 @@ def run_scoring(
         shuffle=False,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
+        collate_fn=collate_pairs,
     )
     idx_parts, pred_parts, rank_parts = [], {m: [] for m in modes}, {m: [] for m in modes}
-    bar = progress(total=len(indices), desc=f"eval {cfg.datatype}")
-    for idx, raw, proj in loader:
-        labels = torch.from_numpy(dataset.labels[idx.numpy()])  # (N,)
-        x1 = normalizer(raw.to(device, non_blocking=True))  # (N, 3, H, W)
-        x2 = normalizer(proj.to(device, non_blocking=True)) if dataset.with_proj else None
-        res = score_batch(models, modes, x1, x2, labels, precision)
-        idx_parts.append(idx.numpy())
-        for m in modes:
-            pred_parts[m].append(res[m][0].cpu().numpy().astype(np.int32))
-            rank_parts[m].append(res[m][1].cpu().numpy().astype(np.uint8))
-        bar.update(len(idx))
-    bar.close()
+    with progress(total=len(indices), desc=f"eval {cfg.datatype}") as bar:
+        for idx, raw, proj, err in loader:
+            if err:
+                raise UserError(err)
+            labels = torch.from_numpy(dataset.labels[idx.numpy()])  # (N,)
+            x1 = normalizer(raw.to(device, non_blocking=True))  # (N, 3, H, W)
+            x2 = normalizer(proj.to(device, non_blocking=True)) if dataset.with_proj else None
+            res = score_batch(models, modes, x1, x2, labels, precision)
+            idx_parts.append(idx.numpy())
+            for m in modes:
+                pred_parts[m].append(res[m][0].cpu().numpy().astype(np.int32))
+                rank_parts[m].append(res[m][1].cpu().numpy().astype(np.uint8))
+            bar.update(len(idx))
     empty = [np.zeros(0, np.int64)]
     out = {"index": np.concatenate(idx_parts or empty).astype(np.int64)}
     out["label"] = dataset.labels[out["index"]]
