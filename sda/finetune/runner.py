@@ -15,7 +15,7 @@ import torch
 
 from sda.finetune.classifiers import check_class_folders, head_num_classes, resolve_config_path
 from sda.utils.errors import UserError
-from sda.utils.io import atomic_write, write_text
+from sda.utils.io import atomic_write, check_writable_dir, check_writable_file, write_text
 
 FINAL_DIR = "finetuned_ckpt"  # finetuned_ckpt/<config name>.pth, as the reference names them
 
@@ -80,7 +80,10 @@ def _resume(cfg: Any, resume: str | None) -> None:
 
 
 def apply_run(cfg: Any, run: FinetuneRun, config_path: Path) -> Any:
-    """Apply the run's settings to the mmengine config (mmpretrain's train-tool semantics)."""
+    """Apply the run's settings to the mmengine config (mmpretrain's train-tool semantics: ``--cfg-options``
+    first, then the dedicated flags, then the dataloader defaults that depend on the result)."""
+    if run.cfg_options:
+        cfg.merge_from_dict(run.cfg_options)
     if run.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.launcher = run.launcher
@@ -100,8 +103,6 @@ def apply_run(cfg: Any, run: FinetuneRun, config_path: Path) -> Any:
             cfg[field] = _loader(cfg[field], run)
     if run.data_root is not None:
         cfg.train_dataloader.dataset.data_root = run.data_root
-    if run.cfg_options:
-        cfg.merge_from_dict(run.cfg_options)
     _resume(cfg, run.resume)
     if not torch.cuda.is_available():  # CPU runs: gloo, and DDP without device ids
         cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
@@ -116,6 +117,15 @@ def check_inputs(cfg: Any) -> None:
             f"checkpoint {cfg.load_from} not found; download it with scripts/download_ckpt.sh "
             "or set --cfg-options load_from=PATH (load_from=None trains from scratch)"
         )
+    batch = cfg.train_dataloader.get("batch_size")
+    if not isinstance(batch, int) or batch < 1:
+        raise UserError(
+            f"train_dataloader.batch_size={batch!r}: use a positive integer (--cfg-options "
+            "train_dataloader.batch_size=64)"
+        )
+    epochs = (cfg.get("train_cfg") or {}).get("max_epochs")
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise UserError(f"train_cfg.max_epochs={epochs!r}: use a positive integer")
     ds = cfg.train_dataloader.dataset
     root = _dataset_root(ds)
     if root is not None and ds.get("type") in ("CustomDataset", "ImageNet"):
@@ -157,6 +167,9 @@ def finetune(run: FinetuneRun) -> Path:
     config_path = resolve_config_path(run.config)
     cfg = apply_run(Config.fromfile(str(config_path)), run, config_path)
     check_inputs(cfg)
+    final = Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
+    check_writable_file(final, "--final-ckpt")
+    check_writable_dir(cfg.work_dir, "--work-dir")
     if run.launcher == "pytorch":  # our init: gloo on CPU (mmengine's assumes CUDA)
         init_distributed()
     install_safe_checkpoint_loading(allow_pickle=run.allow_pickle)
@@ -165,7 +178,6 @@ def finetune(run: FinetuneRun) -> Path:
     runner.register_hook(safe_checkpoint_hook(), priority="VERY_HIGH")
     runner.train()
 
-    final = Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
     if is_main():
         save_final(runner, cfg, final)
     barrier()
