@@ -25,7 +25,7 @@ from typing import Any
 
 from sda.mini.data import stratified_subset
 from sda.mini.gates import classify_folder, load_source_classifier, mean_of
-from sda.mini.procs import ROOT, StageRunner
+from sda.mini.procs import ROOT, StageLog, StageRunner, complete_manifest
 from sda.mini.report import aggregate, bar_chart, image_grid, markdown_table
 from sda.models.adm_flags import flags_of
 from sda.utils.checkpoint import file_sha256
@@ -42,6 +42,7 @@ CONTROL_MODES = ("entropy", "confidence", "var", "entropy_sum", "confidence_sum"
 TABLE_MODES = ("first", "second", "sum", "sda")
 COLUMN_OF_MODE = {"first": "source", "second": "projected", "sum": "dda", "sda": "sda"}
 RUN_KEY = "run_key.json"
+PIPELINE = "mini-2"  # the pipeline's version in seed folders' keys: bump it when a change alters their results
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,34 @@ def cli(*positional: str | Path, **flags: Any) -> list[str]:
     return out
 
 
-def prepare_data(data: Path, s: Settings, run: StageRunner) -> dict[str, Path]:
-    """Clean splits (fixed split seed 0, as the bundled sources were trained on), stratified subsets of
-    val and test, and their 15-corruption "-C" sets built with the ImageNet-C builder (cifar profile)."""
-    if not (data / "split.json").is_file():
-        run("data", "prepare_data", cli("mini/prepare_data.py", out=data, seed=0, no_corrupt_=True))
+def data_sets(data: Path, s: Settings) -> dict[str, Path]:
+    """The stratified val / test subsets and their "-C" sets that ``prepare_data`` makes."""
     out = {}
     for split, per_class in (("val", s.val_per_class), ("test", s.test_per_class)):
-        sub = stratified_subset(data / split, data / f"{split}{per_class}", per_class)
-        c_root = data / f"{split}{per_class}-C"
-        cmd = cli("eval/build_c.py", sub, c_root, profile="cifar", format="png", severity=s.severity, seed=0)
-        run("data", f"build_c_{split}", cmd)
-        out[split], out[f"{split}-C"] = sub, c_root
+        out[split], out[f"{split}-C"] = data / f"{split}{per_class}", data / f"{split}{per_class}-C"
     return out
+
+
+def prepare_data(data: Path, s: Settings, run: StageRunner) -> dict[str, Path]:
+    """Clean splits (fixed split seed 0, as the bundled sources were trained on), stratified subsets of
+    val and test, and their 15-corruption "-C" sets built with the ImageNet-C builder (cifar profile).
+    Idempotent and cheap once made (the builder resumes)."""
+    if not (data / "split.json").is_file():
+        run("data", "prepare_data", cli("mini/prepare_data.py", out=data, seed=0, no_corrupt_=True))
+    sets = data_sets(data, s)
+    for split, per_class in (("val", s.val_per_class), ("test", s.test_per_class)):
+        stratified_subset(data / split, sets[split], per_class)
+        cmd = cli(
+            "eval/build_c.py",
+            sets[split],
+            sets[f"{split}-C"],
+            profile="cifar",
+            format="png",
+            severity=s.severity,
+            seed=0,
+        )
+        run("data", f"build_c_{split}", cmd)
+    return sets
 
 
 def align_cmd(
@@ -166,12 +182,16 @@ def run_key(seed: int, s: Settings, assets: Path) -> dict[str, Any]:
     """What a seed folder's outputs depend on: the seed, the settings, the source models and their configs."""
     files = [assets / n for n in SOURCE_MODELS]
     files += [ROOT / c for c in (*ADM_CONFIGS.values(), CLASSIFIER_CONFIG)]
-    return {"seed": seed, "settings": asdict(s), "sha256": {f.name: file_sha256(f) for f in files}}
+    sha = {f.name: file_sha256(f) for f in files}
+    return {"pipeline": PIPELINE, "seed": seed, "settings": asdict(s), "sha256": sha}
 
 
-def claim_folder(out: Path, key: dict[str, Any]) -> None:
-    """Resume only outputs made from the same inputs: a seed folder made otherwise is refused, not mixed."""
-    RunFolder(out, key, RUN_KEY, section=None, fix="delete it or choose another --out").claim()
+def claim_folder(out: Path, key: dict[str, Any]) -> RunFolder:
+    """Resume only outputs made from the same inputs: a seed folder made otherwise is refused, not mixed.
+    Returns the claimed folder (release it when the seed is done)."""
+    folder = RunFolder(out, key, RUN_KEY, section=None, fix="delete it or choose another --out")
+    folder.claim()
+    return folder
 
 
 def _gen(run: StageRunner, s: Settings, assets: Path, out: Path, seed: int) -> Path:
@@ -243,9 +263,9 @@ def _eval(run: StageRunner, assets: Path, out: Path, sets: dict[str, Path], ft: 
     return {name: json.loads((out / f"eval_{name}.json").read_text()) for name in runs}
 
 
-def _gates(assets: Path, out: Path, sets: dict[str, Path], val: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+def _gates(assets: Path, out: Path, sets: dict[str, Path], val: dict) -> tuple[dict[str, Any], float]:
     """Quality gates, measured in this run: (a) the source classifier on raw synthetic samples; (b) noise
-    corruptions of val before/after projection; (c) projected clean val images. Returns (gates, (a)'s detail)."""
+    corruptions of val before/after projection; (c) projected clean val images. Returns (gates, (a)'s top-1)."""
     model = load_source_classifier(ROOT / CLASSIFIER_CONFIG, assets / "classifier.pth")
     synthetic = classify_folder(model, out / "gen")
     clean = classify_folder(model, sets["val"])
@@ -261,43 +281,86 @@ def _gates(assets: Path, out: Path, sets: dict[str, Path], val: dict) -> tuple[d
         "c_clean_val": {"source": clean["top1"], "projected": clean_proj["top1"]},
     }
     gates["b_pass"] = gates["b_noise_val"]["projected"] > gates["b_noise_val"]["source"]
-    return gates, synthetic
+    return gates, synthetic["top1"]
+
+
+def _align_manifests(out: Path, sets: dict[str, Path], s: Settings) -> list[Path]:
+    corr = [f"{c}/{s.severity}/align_manifest.json" for c in CORRUPTIONS]
+    return [
+        out / "DiT-Syn" / "align_manifest.json",
+        out / "val_clean" / "DiT-Syn" / "align_manifest.json",
+        *(out / "test" / "ImageNet-C-Syn" / c for c in corr),
+        *(out / "val" / "ImageNet-C-Syn" / c for c in corr),
+    ]
+
+
+def effective_settings(s: Settings) -> dict[str, Any]:
+    """The settings as run: ``finetune_epochs`` None means the classifier config's own count, recorded as such."""
+    out = asdict(s)
+    if out["finetune_epochs"] is None:
+        from mmengine.config import Config
+
+        out["finetune_epochs"] = Config.fromfile(str(ROOT / CLASSIFIER_CONFIG)).train_cfg.max_epochs
+    return out
 
 
 def run_seed(seed: int, s: Settings, out: Path, data: Path, assets: Path, threads: int) -> dict:
-    """One full run; returns the results.json record of this seed."""
+    """One full run (stages whose outputs are complete from an earlier run are skipped); the results.json record."""
     t_start = time.time()
-    claim_folder(out, run_key(seed, s, assets))
-    run = StageRunner(out / "logs", threads)
-    sets = prepare_data(data, s, run)
-    gen_dir = _gen(run, s, assets, out, seed)
-    _align(run, s, assets, out, seed, sets)
-    ft, bn = _finetune(run, s, assets, out, seed)
-    evals = _eval(run, assets, out, sets, ft, bn)
+    folder = claim_folder(out, run_key(seed, s, assets))
+    try:
+        run, stages = StageRunner(out / "logs", threads), StageLog(out / "stages.json")
+        sets = data_sets(data, s)
+        if stages.run("data", lambda: True, lambda: prepare_data(data, s, run)) is None:
+            prepare_data(data, s, run)  # the builders resume: cheap, and the first run's time is kept
+        gen_dir, ft, bn = out / "gen", out / "finetuned.pth", out / "bn_adapt.pth"
+        evals = {n: out / f"eval_{n}.json" for n in ("val", "test", "test_bn_adapt")}
+        stages.run("gen", lambda: complete_manifest(gen_dir / "manifest.json"), lambda: _gen(run, s, assets, out, seed))
+        stages.run(
+            "align",
+            lambda: all(map(complete_manifest, _align_manifests(out, sets, s))),
+            lambda: _align(run, s, assets, out, seed, sets),
+        )
+        stages.run("finetune", lambda: ft.is_file() and bn.is_file(), lambda: _finetune(run, s, assets, out, seed))
+        stages.run(
+            "eval", lambda: all(p.is_file() for p in evals.values()), lambda: _eval(run, assets, out, sets, ft, bn)
+        )
+        record = _record(seed, s, out, assets, sets, stages, {n: json.loads(p.read_text()) for n, p in evals.items()})
+    finally:
+        folder.release()
+    record["this_run_seconds"] = round(time.time() - t_start, 1)
+    write_json(out / "results.json", record)
+    figures(record, out, gen_dir, sets["test-C"], s)
+    return record
+
+
+def _record(
+    seed: int, s: Settings, out: Path, assets: Path, sets: dict[str, Path], stages: StageLog, evals: dict
+) -> dict:
+    """The seed's results.json: the table's columns, the val-chosen control, the gates, times and settings."""
     val, test = evals["val"], evals["test"]
     best = max(CONTROL_MODES, key=lambda m: top1_table(val, m)["mean"])
     methods = {COLUMN_OF_MODE[m]: top1_table(test, m) for m in TABLE_MODES}
     methods["best_ensemble"] = top1_table(test, best)
     methods["bn_adapt"] = top1_table(evals["test_bn_adapt"], "sda")
-    t0 = time.time()
-    gates, synthetic = _gates(assets, out, sets, val)
-    run.seconds["gates"] = time.time() - t0
-    record = {
+    gates_file = out / "gates.json"
+    stages.run("gates", gates_file.is_file, lambda: write_json(gates_file, _gates(assets, out, sets, val)))
+    gates, synthetic = json.loads(gates_file.read_text())
+    stage_seconds = stages.seconds()
+    return {
         "benchmark": s.benchmark,
         "seed": seed,
         "methods": methods,
         "best_ensemble_mode": best,
         "best_ensemble_val_means": {m: top1_table(val, m)["mean"] for m in CONTROL_MODES},
         "n_per_corruption": 10 * s.test_per_class,
-        "synthetic_accuracy": synthetic["top1"],
+        "synthetic_accuracy": synthetic,
         "gates": gates,
-        "settings": asdict(s),
-        "stage_seconds": {k: round(v, 1) for k, v in run.seconds.items()},
-        "seconds": round(time.time() - t_start, 1),
+        "settings": effective_settings(s),
+        "stage_seconds": stage_seconds,
+        "resumed_stages": stages.resumed,
+        "seconds": round(sum(stage_seconds.values()), 1),
     }
-    write_json(out / "results.json", record)
-    figures(record, out, gen_dir, sets["test-C"], s)
-    return record
 
 
 def figures(record: dict, out: Path, gen_dir: Path, test_c: Path, s: Settings) -> None:
@@ -368,7 +431,12 @@ def main_run(run: DemoRun) -> dict:
             per_seed_means={r["seed"]: {k: v["mean"] for k, v in r["methods"].items()} for r in records},
             synthetic_accuracy_per_seed=[r["synthetic_accuracy"] for r in records],
         )
-    summary = {**summary, "seconds": round(time.time() - t0, 1), "per_seed": [r["seed"] for r in records]}
+    summary = {
+        **summary,
+        "seconds": round(sum(r["seconds"] for r in records), 1),  # the cost of the results (first runs)
+        "this_run_seconds": round(time.time() - t0, 1),
+        "per_seed": [r["seed"] for r in records],
+    }
     table = markdown_table(summary, spread)
     text = caption(records[0], seeds) + "\n\n" + table + "\n"
     write_json(out / "results.json", summary)

@@ -6,16 +6,21 @@ jobs (the align sets, the two diffusion trainings) share the machine's cores, on
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sda.utils.errors import UserError
+from sda.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: stage commands run from here
 Job = tuple[str, list[str]]  # (name, arguments after `python`)
+T = TypeVar("T")
 
 
 class StageRunner:
@@ -75,3 +80,40 @@ class StageRunner:
             for _, proc, _, _ in running:
                 proc.terminate()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - t0
+
+
+class StageLog:
+    """``<seed folder>/stages.json``: each stage's wall time from the run that did its work.
+
+    A rerun skips a stage whose outputs are complete and keeps its first time, saying it was resumed, so a
+    resumed demo reports the real cost of the results, not the seconds of the rerun.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.stages: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+        self.resumed: list[str] = []
+
+    def run(self, name: str, complete: Callable[[], bool], work: Callable[[], T]) -> T | None:
+        """Run ``work`` unless this stage is recorded and ``complete()``; record its seconds when it runs."""
+        if name in self.stages and complete():
+            self.resumed.append(name)
+            print(f"[{name}] complete in an earlier run ({self.stages[name]['seconds']} s): skipped", flush=True)
+            return None
+        t0 = time.time()
+        result = work()
+        self.stages[name] = {"seconds": round(time.time() - t0, 1)}
+        write_json(self.path, self.stages)
+        return result
+
+    def seconds(self) -> dict[str, float]:
+        return {k: v["seconds"] for k, v in self.stages.items()}
+
+
+def complete_manifest(path: Path) -> bool:
+    """A stage manifest that says its set is complete (gen: ``status``, align: ``complete``)."""
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("status") == "complete" or m.get("complete") is True
