@@ -18,7 +18,7 @@ from sda.utils.cli import run_main
 from sda.utils.layout import CORRUPTIONS
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="ImageNet-C style corruptions of a class-folder image set")
     p.add_argument("src", help="source root: <src>/<class>/<image>")
     p.add_argument("out", help="output root: <out>/<corruption>/<severity>/<class>/<image>")
@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quality", type=int, default=JPEG_QUALITY, help="JPEG quality (ImageNet-C: 85)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     spec = CorruptedSet(
         src=args.src,
         out=args.out,

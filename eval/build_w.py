@@ -15,14 +15,18 @@ from sda.eval.corruptions import FORMATS
 from sda.utils.cli import run_main
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="ImageNet-W: the Whac-A-Mole watermark on the 224 center crop")
     p.add_argument("src", help="source root: <src>/<class>/<image>")
     p.add_argument("out", help="output root: <out>/val/<class>/<image>")
     p.add_argument("--format", choices=sorted(FORMATS), default="jpeg", help="jpeg (.JPEG, default) or png")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality")
     p.add_argument("--workers", type=int, default=1, help="processes")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     counts = build_watermarked_set(args.src, args.out, args.format, args.workers, args.quality)
     print(
         f"{counts['images']} source images: {counts['written']} written, "

@@ -19,7 +19,7 @@ from sda.utils.cli import run_main
 from sda.utils.io import atomic_write
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="classifier config (with a test pipeline), e.g. configs/finetune/TinyResNet.py")
     p.add_argument("checkpoint", help="the source model's weights")
@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow-pickle", action="store_true", help="load a legacy pickled checkpoint (trusted files only)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     cfg = load_config(args.config)
     model = build_classifier_from_config(cfg, args.checkpoint, device=args.device, allow_pickle=args.allow_pickle)
     seen = adapt_bn_statistics(model, folder_batches(cfg, args.data_root, args.batch_size, torch.device(args.device)))

@@ -19,7 +19,7 @@ from sda.finetune.runner import FinetuneRun, finetune
 from sda.utils.cli import run_main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     from mmengine.config import DictAction
 
     p = argparse.ArgumentParser(description="Fine-tune a classifier (mmpretrain) on a class-folder set.")
@@ -57,13 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="allow arbitrary pickled objects in checkpoints (only for files you trust)",
     )
-    args = p.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     fields = {k: v for k, v in vars(args).items() if k != "local_rank"}
     finetune(FinetuneRun(**fields))
 

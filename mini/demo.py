@@ -20,7 +20,7 @@ from sda.mini.procs import ROOT
 from sda.utils.cli import int_list, run_main
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int_list, default=[0], help="comma list of seeds (gen, align, finetune); e.g. 0,1,2")
     p.add_argument("--out", default="results/mini", help="output folder")
@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="shortened run: tiny counts and steps (for CI)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per stage process")
     p.add_argument("--retrain-sources", action="store_true", help="retrain the source models first (slow)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.chdir(ROOT)
     paths = {k: Path(getattr(args, k)) for k in ("out", "data", "assets")}
     run = DemoRun(

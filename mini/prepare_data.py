@@ -12,7 +12,7 @@ from sda.mini.data import build_corrupted_splits, prepare_digits
 from sda.utils.cli import run_main
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data/mini", help="output root (default: data/mini)")
     p.add_argument("--seed", type=int, default=0, help="split seed (and corruption seed)")
@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--severities", default="5", help="comma-separated severities (default: 5)")
     p.add_argument("--corrupt-splits", default="val,test", help="splits that get a -C set (default: val,test)")
     p.add_argument("--workers", type=int, default=1, help="processes for the corruption builder")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     summary = prepare_digits(args.out, seed=args.seed)
     print(f"wrote {args.out}: " + ", ".join(f"{s} {n}" for s, n in summary["sizes"].items()))
     if not args.no_corrupt:

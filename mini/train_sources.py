@@ -17,7 +17,7 @@ from sda.mini.sources import SourcesRun, retrain_sources
 from sda.utils.cli import run_main
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/mini", help="data root (clean splits are (re)written here)")
     p.add_argument("--results", default="results/mini/train", help="training checkpoints and logs")
@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gates-only", action="store_true", help="skip training; measure the gates of --assets")
     p.add_argument("--no-gates", action="store_true", help="train only")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the gates")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.chdir(ROOT)
     paths = {k: Path(getattr(args, k)) for k in ("data", "results", "assets")}
     retrain_sources(

@@ -43,3 +43,12 @@ launcher() {  # the command prefix that runs a Python entry point on $NGPU proce
     echo "$PY"
   fi
 }
+
+run() {  # run a command, or with DRY_RUN=1 print it (one line, shell-quoted) and run nothing
+  if [ -n "${DRY_RUN:-}" ]; then
+    printf '%q ' "$@"
+    echo
+  else
+    "$@"
+  fi
+}

@@ -8,7 +8,7 @@
 #   bash scripts/align.sh [all|D|C|W] [align/project.py flags ...]
 #   NGPU=8 CORRUPTION=fog,snow SEVERITY=3,5 bash scripts/align.sh C
 #
-# Environment (defaults): NGPU (all visible GPUs, else 1 CPU process), DATA (data),
+# DRY_RUN=1 prints the commands instead of running them. Environment (defaults): NGPU (all visible GPUs, else 1 CPU process), DATA (data),
 # CORRUPTION (all: the 15, as scripts/eval.sh scores them), SEVERITY (5), CKPT
 # (pretrained_ckpt/256x256_diffusion_uncond.pt), GEN_DIR (Stage 1's folder under $DATA),
 # PY (.venv/bin/python). Extra flags, e.g. --guidance-norm sample --precision bf16 --lossless.
@@ -32,7 +32,7 @@ GEN_DIR=${GEN_DIR:-$DATA/DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed
 
 MODEL_FLAGS="--attention_resolutions 32,16,8 --class_cond False --diffusion_steps 1000 --image_size 256 --learn_sigma True --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True"
 ALIGN_FLAGS="--batch_size 10 --num_samples 50000 --timestep_respacing 100 --model_path $CKPT --D 4 --N 50 --scale 6 --save_dir $DATA/"
-RUN="$(launcher) align/project.py $MODEL_FLAGS $ALIGN_FLAGS"
+RUN="run $(launcher) align/project.py $MODEL_FLAGS $ALIGN_FLAGS"
 
 if [ "$WHICH" = all ] || [ "$WHICH" = D ]; then
   $RUN --base_samples "$GEN_DIR" --datatype D "$@"

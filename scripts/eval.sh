@@ -8,7 +8,7 @@
 # Inputs: $DATA/ImageNet-C, $DATA/ImageNet-C-Syn, $DATA/ImageNet-W, $DATA/ImageNet-W-Syn (Stage 2),
 # pretrained_ckpt/ (scripts/download_ckpt.sh), finetuned_ckpt/<Model>.pth (Stage 3).
 # Outputs: $OUT/<Model>_{C,W}.{json,md,csv}.
-# Environment (defaults): NGPU (1; more runs torchrun with exact gathering), DATA (data), OUT
+# DRY_RUN=1 prints the commands instead of running them. Environment (defaults): NGPU (1; more runs torchrun with exact gathering), DATA (data), OUT
 # (results/eval), MODES (first,second,sum,sda), CORRUPTION (all), SEVERITY (5), SETS (C,W), PY (.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,17 +35,17 @@ done
 LAUNCH=()
 [ "$NGPU" -gt 1 ] && LAUNCH=(--launcher pytorch)
 
-mkdir -p "$OUT"
+[ -n "${DRY_RUN:-}" ] || mkdir -p "$OUT"
 for M in "${MODELS[@]}"; do
   ORIGIN=$("$PY" -m sda.utils.weights classifier "$M")
   COMMON=("configs/eval/$M.py" "finetuned_ckpt/$M.pth" --originckpt "$ORIGIN" --metrics accuracy --ensemble "$MODES")
   if [[ ",$SETS," == *,C,* ]]; then
-    $(launcher) eval/evaluate.py "${COMMON[@]}" --datatype C --corruption "$CORRUPTION" --severity "$SEVERITY" \
+    run $(launcher) eval/evaluate.py "${COMMON[@]}" --datatype C --corruption "$CORRUPTION" --severity "$SEVERITY" \
       --data_prefix1 "$DATA/ImageNet-C" --data_prefix2 "$DATA/ImageNet-C-Syn" --out "$OUT/${M}_C.json" \
       "${LAUNCH[@]}" "$@"
   fi
   if [[ ",$SETS," == *,W,* ]]; then
-    $(launcher) eval/evaluate.py "${COMMON[@]}" --datatype W \
+    run $(launcher) eval/evaluate.py "${COMMON[@]}" --datatype W \
       --data_prefix1 "$DATA/ImageNet-W" --data_prefix2 "$DATA/ImageNet-W-Syn" --out "$OUT/${M}_W.json" \
       "${LAUNCH[@]}" "$@"
   fi

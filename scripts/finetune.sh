@@ -10,7 +10,7 @@
 # 32 px recipe), or a config file. The GPU count is NGPU (default: all visible GPUs, else 1 CPU process),
 # or a number right after the model as in the reference. More than one launches torchrun (PORT sets its
 # port). Writes work_dirs/<Model>/ (logs, checkpoints) and finetuned_ckpt/<Model>.pth + .py.
-# Environment (defaults): NGPU, DATA (data: trains on $DATA/DiT-Syn), PY (.venv/bin/python).
+# DRY_RUN=1 prints the commands instead of running them. Environment (defaults): NGPU, DATA (data: trains on $DATA/DiT-Syn), PY (.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_lib.sh
@@ -34,8 +34,8 @@ need_python
 resolve_ngpu
 DATA=${DATA:-data}
 if [ "$NGPU" -gt 1 ]; then
-  exec "$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --master_port="${PORT:-29500}" \
+  run "$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --master_port="${PORT:-29500}" \
     finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" --launcher pytorch "$@"
 else
-  exec "$PY" finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" "$@"
+  run "$PY" finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" "$@"
 fi

@@ -8,7 +8,7 @@
 #
 #   bash scripts/gen.sh [gen/sample.py flags ...]     e.g. --images-per-class 2 --classes 0-9
 #
-# Environment (defaults): NGPU (all visible GPUs, else 1 CPU process), DATA (data), BATCH (32 per process),
+# DRY_RUN=1 prints the commands instead of running them. Environment (defaults): NGPU (all visible GPUs, else 1 CPU process), DATA (data), BATCH (32 per process),
 # CKPT (pretrained_ckpt/DiT-XL-2-256x256.pt), VAE_PATH (pretrained_ckpt/sd-vae-ft-ema), PY (.venv/bin/python).
 # Weights: bash scripts/download_ckpt.sh.
 set -euo pipefail
@@ -22,7 +22,7 @@ VAE_PATH=${VAE_PATH:-pretrained_ckpt/sd-vae-ft-ema}
 DATA=${DATA:-data}
 BATCH=${BATCH:-32}
 
-$(launcher) gen/sample.py \
+run $(launcher) gen/sample.py \
   --model DiT-XL/2 --image-size 256 --num-classes 1000 --cfg-scale 1.0 --num-sampling-steps 250 \
   --global-seed 0 --vae ema --ckpt "$CKPT" --vae-path "$VAE_PATH" \
   --images-per-class 50 --classes 0-999 --per-proc-batch-size "$BATCH" \

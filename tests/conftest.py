@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # shared helpers: tests/tiny.py
+# the content-hash cache of checkpoints goes to a folder of this test session, not ~/.cache
+os.environ.setdefault("SDA_CACHE_DIR", tempfile.mkdtemp(prefix="sda-test-cache-"))
 
 TAG_VAR = "SDA_TEST_PROCESS_TREE"
 

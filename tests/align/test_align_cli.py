@@ -125,3 +125,36 @@ def test_torchrun_three_ranks_project_each_image_once(tmp_path: Path, checkpoint
     manifest = json.loads((root / "align_manifest.json").read_text())
     assert manifest["complete"] and manifest["projected_this_run"] == 10  # sum over ranks: no repeats
     assert manifest["settings"]["world_size"] == 3
+
+
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        ("checkpoint", "model_sha256"),  # another file under the same name
+        (["--batch_size", "2"], "batch_size"),
+        (["--clip_denoised", "False"], "clip_denoised"),
+        (["--precision", "bf16"], "precision"),
+        (["--lowpass", "resize_right"], "lowpass"),
+    ],
+)
+def test_resume_refuses_any_changed_setting(tmp_path: Path, checkpoint: Path, monkeypatch, capsys, change, named):
+    import shutil
+
+    import torch
+    from align_helpers import tiny_unet
+
+    ckpt = tmp_path / "adm.pt"
+    shutil.copyfile(checkpoint, ckpt)
+    make_layout(tmp_path / "in", "W", per_class=2)
+    argv = cli_flags(ckpt, tmp_path / "in", tmp_path / "out", "W", "--num_samples", "1")
+    run_in_process(argv, monkeypatch)  # a first, partial run (one image per set)
+    if change == "checkpoint":
+        torch.save(tiny_unet(seed=1).state_dict(), ckpt)
+        extra = []
+    else:
+        extra = change
+    with pytest.raises(SystemExit) as e:
+        run_in_process(cli_flags(ckpt, tmp_path / "in", tmp_path / "out", "W", *extra), monkeypatch)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "other settings" in err and f"{named}:" in err
+    assert len(list_images(tmp_path / "out" / "ImageNet-W-Syn")) == 1  # nothing mixed in

@@ -104,3 +104,33 @@ def test_watermark_builder_draws_in_the_text_band(tmp_path):
     assert changed.sum() > 500
     assert rows.min() >= int(0.4 * 224) and rows.max() < int(0.4 * 224) + 60
     assert not changed[:89].any() and not changed[150:].any()
+
+
+def test_motion_blur_truncates_to_8_bits_as_imagemagick():
+    """ImageMagick's motion blur writes truncated 8-bit levels (measured against Hendrycks' scripts run with
+    ImageMagick 6.9.11: flooring matches 99.8% of pixels, rounding moved 49% by one level)."""
+    img = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    c = C.PROFILES["cifar"]["params"]["motion_blur"][4]
+    out = C._motion_blur_corruption(img.astype(np.float64), c, np.random.RandomState(5))
+    angle = np.random.RandomState(5).uniform(-45, 45)  # the same draw
+    blurred = C._motion_blur(img, radius=c[0], sigma=c[1], angle=angle)  # float levels
+    assert np.array_equal(out, np.clip(np.floor(blurred), 0, 255))
+    assert (np.round(blurred) != np.floor(blurred)).mean() > 0.2  # rounding would differ: the test can fail
+    assert C.to_8bit(np.array([1.6, 2.4, 254.99])).tolist() == [1.0, 2.0, 254.0]
+
+
+def test_snow_truncates_its_blurred_layer(monkeypatch):
+    img = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
+    floor = C.corrupt(img, "snow", 5, "cifar", seed=11)
+    monkeypatch.setattr(C, "to_8bit", np.round)
+    assert not np.array_equal(floor, C.corrupt(img, "snow", 5, "cifar", seed=11))  # the layer goes through to_8bit
+
+
+def test_builders_refuse_an_output_inside_their_input(tmp_path):
+    src = tmp_path / "src"
+    _make_set(src, per_class=1)
+    with pytest.raises(UserError, match="overlaps the source folder"):
+        B.build_corrupted_set(B.CorruptedSet(src, src / "C", ["contrast"], [1], profile="cifar"))
+    with pytest.raises(UserError, match="overlaps the source folder"):
+        B.build_watermarked_set(src, src)
+    assert not (src / "C").exists()

@@ -60,8 +60,8 @@ def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
     for name in ("adm_uncond.pt", "adm_cond.pt", "classifier.pth"):
         (assets / name).write_bytes(name.encode())
     out = tmp_path / "seed0"
-    claim_folder(out, run_key(0, QUICK, assets))
-    claim_folder(out, run_key(0, QUICK, assets))  # same inputs: resumes
+    claim_folder(out, run_key(0, QUICK, assets)).release()
+    claim_folder(out, run_key(0, QUICK, assets)).release()  # same inputs: resumes
     with pytest.raises(
         UserError, match=r"seed0 holds outputs made with other settings \(settings\.scale: 6\.0 -> 3\.0\)"
     ):
@@ -95,7 +95,7 @@ def test_quick_demo_end_to_end(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    corruptions = {p.name for p in (data / "test1-C").iterdir()}
+    corruptions = {p.name for p in (data / "test1-C").iterdir() if p.is_dir()}
     assert len(corruptions) == 15
     assert set(res["methods"]) == {"source", "projected", "dda", "sda", "best_ensemble", "bn_adapt"}
     for cells in res["methods"].values():
@@ -113,3 +113,24 @@ def test_quick_demo_end_to_end(tmp_path):
     for fig in ("results.png", "grid_synthetic.png", "grid_target.png"):
         assert Image.open(out / fig).size[0] > 100
     assert "quality gates" in r.stdout
+    # a rerun resumes: every stage is skipped and the record keeps the first run's times
+    r2 = subprocess.run(
+        [sys.executable, str(ROOT / "mini" / "demo.py"), "--quick", "--out", str(out), "--data", str(data),
+         "--assets", str(assets)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    again = json.loads((seed / "results.json").read_text())
+    first = json.loads((out / "results.json").read_text())
+    assert set(again["resumed_stages"]) == {"data", "gen", "align", "finetune", "eval", "gates"}
+    assert again["stage_seconds"] == res["stage_seconds"] and again["methods"] == res["methods"]
+    assert first["seconds"] == res["seconds"] and again["this_run_seconds"] < res["seconds"]
+    assert again["settings"]["finetune_epochs"] == 1
+    # the README's command for the tiny recipe, on the demo's aligned synthetic set
+    ft = subprocess.run(
+        ["bash", "scripts/finetune.sh", "TinyResNet", "--work-dir", str(tmp_path / "work"), "--final-ckpt",
+         str(tmp_path / "tiny.pth"), "--cfg-options", "train_cfg.max_epochs=1"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DATA": str(seed), "PY": sys.executable},
+    )  # fmt: skip
+    assert ft.returncode == 0, ft.stderr[-3000:]
+    assert (tmp_path / "tiny.pth").is_file()

@@ -123,3 +123,45 @@ def test_atomic_files_get_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_content_hash_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    from sda.utils import checkpoint as ck
+
+    monkeypatch.setenv("SDA_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "w.pt"
+    f.write_bytes(b"a" * 100)
+    calls = []
+    real = ck.file_sha256
+    monkeypatch.setattr(ck, "file_sha256", lambda p, **k: calls.append(p) or real(p))
+    first = ck.cached_sha256(f)
+    assert ck.cached_sha256(f) == first and len(calls) == 1  # the second call reads the cache
+    f.write_bytes(b"b" * 100)  # same size ...
+    os.utime(f, ns=(1, 1))  # ... other mtime: hashed again
+    assert ck.cached_sha256(f) != first and len(calls) == 2
+
+
+def test_run_folder_refusal_names_each_changed_setting(tmp_path):
+    from sda.utils.runfolder import RunFolder
+
+    a = RunFolder(tmp_path / "r", {"N": 50, "model": {"sha256": "aaa", "name": "m.pt"}}, "k.json")
+    a.claim()
+    a.release()
+    b = RunFolder(tmp_path / "r", {"N": 25, "model": {"sha256": "bbb", "name": "m.pt"}}, "k.json", fix="do X")
+    with pytest.raises(UserError, match=r"other settings \(N: 50 -> 25, model\.sha256: 'aaa' -> 'bbb'\); do X"):
+        b.claim()
+    (tmp_path / "r" / "sub").mkdir()
+    (tmp_path / "r" / "sub" / ".x.png.abc.tmp").write_bytes(b"partial")
+    assert a.claim() == 1 and not list((tmp_path / "r").rglob("*.tmp"))  # partials of a killed run removed
+    a.release()
+
+
+def test_shard_batches_keeps_batches_whole():
+    from sda.utils.dist import shard_batches
+
+    assert shard_batches(7, 3, 0, 2) == [0, 1, 2, 6] and shard_batches(7, 3, 1, 2) == [3, 4, 5]
+    assert sorted(shard_batches(10, 4, 0, 3) + shard_batches(10, 4, 1, 3) + shard_batches(10, 4, 2, 3)) == list(
+        range(10)
+    )

@@ -1,0 +1,134 @@
+"""Tiny models of the official architectures and small generated image trees, shared by the tests.
+
+Importable from any test module (tests/conftest.py puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sda.models.adm_flags import create_model
+from sda.models.dit import build_dit
+
+# ADM flags as the CLI takes them (image_size 16 keeps every test fast; D=4 divides it).
+TINY_ADM = dict(
+    image_size=16,
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    attention_resolutions="8",
+    learn_sigma=True,
+    num_head_channels=16,
+    resblock_updown=True,
+    use_scale_shift_norm=True,
+)
+
+
+def tiny_unet(seed: int = 0, **flags) -> torch.nn.Module:
+    """An unconditional ADM UNet with random, non-trivial weights (the zero-initialised output layers would
+    make eps == 0)."""
+    torch.manual_seed(seed)
+    model = create_model(**{**TINY_ADM, **flags})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def adm_cli_flags(flags: dict | None = None) -> list[str]:
+    """``--name value`` pairs of ADM model flags (the tiny ones by default), as SDA's MODEL_FLAGS."""
+    return [a for k, v in (flags or TINY_ADM).items() for a in (f"--{k}", str(v))]
+
+
+def tiny_dit(
+    path: Path,
+    name: str = "DiT-d2w64h2/4",
+    input_size: int = 16,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    seed: int = 0,
+) -> Path:
+    """A random DiT checkpoint with non-trivial outputs (the zero-initialised modulation and head get noise)."""
+    model = build_dit(name, input_size=input_size, in_channels=in_channels, num_classes=num_classes)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "adaLN_modulation" in n or n.startswith("final_layer"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def tiny_vae(path: Path) -> Path:
+    """A tiny AutoencoderKL with the SD VAE's interface (4 latent channels, 8x downsampling), saved locally."""
+    from diffusers.models import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    vae.save_pretrained(path)
+    return path
+
+
+def write_images(folder: Path, names: list[str], seed: int = 0, size: tuple[int, int] = (24, 20)) -> None:
+    """Random RGB images (W, H) = size, format by extension."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / n)
+
+
+def make_layout(
+    root: Path,
+    datatype: str,
+    corruptions=("gaussian_noise",),
+    severities=(5,),
+    per_class: int = 2,
+    classes=("n01", "n02"),
+    ext: str = ".JPEG",
+    size: tuple[int, int] = (24, 20),
+) -> list[str]:
+    """Build a D/C/W input tree under root; returns the relative input paths (to root)."""
+    rels = []
+    if datatype == "C":
+        prefixes = [f"{c}/{s}" for c in corruptions for s in severities]
+    elif datatype == "W":
+        prefixes = ["val"]
+    else:
+        prefixes = [""]
+    for i, prefix in enumerate(prefixes):
+        for j, cls in enumerate(classes):
+            names = [f"img{k}{ext}" for k in range(per_class)]
+            write_images(root / prefix / cls, names, seed=10 * i + j, size=size)
+            rels += [str(Path(prefix) / cls / n) for n in names]
+    return rels
+
+
+def tree_bytes(root: Path, suffixes: tuple[str, ...] = (".png", ".jpeg", ".jpg")) -> dict[str, bytes]:
+    """Every image file below ``root`` (relative path -> bytes), to compare two runs byte for byte."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix.lower() in suffixes
+    }
+
+
+def stray_files(root: Path) -> list[str]:
+    """Temporary files or locks left below ``root`` (none may stay after a completed run)."""
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob(".*") if p.name.endswith(".tmp") or p.name == ".lock"
+    )
