@@ -4,12 +4,15 @@
 #
 #   bash scripts/eval.sh [Model ...] [eval/evaluate.py flags ...]     (default: all five models)
 #   NGPU=8 bash scripts/eval.sh ResNet50 --amp --batch-size 128
+#   MODES=first,second,sum,sda,diffpure TTA=norm,tent,memo bash scripts/eval.sh ResNet50   # every column
 #
 # Inputs: $DATA/ImageNet-C, $DATA/ImageNet-C-Syn, $DATA/ImageNet-W, $DATA/ImageNet-W-Syn (Stage 2),
 # pretrained_ckpt/ (scripts/download_ckpt.sh), finetuned_ckpt/<Model>.pth (Stage 3).
 # Outputs: $OUT/<Model>_{C,W}.{json,md,csv}.
 # DRY_RUN=1 prints the commands instead of running them. Environment (defaults): NGPU (1; more runs torchrun with exact gathering), DATA (data), OUT
-# (results/eval), MODES (first,second,sum,sda), CORRUPTION (all), SEVERITY (5), SETS (C,W), PY (.venv/bin/python).
+# (results/eval), MODES (first,second,sum,sda; add diffpure for DiffPure's column, read from $DATA/DiffPure),
+# TTA (none; norm,tent,memo: the adaptation baselines), CORRUPTION (all), SEVERITY (5), SETS (C,W),
+# PY (.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_lib.sh
@@ -34,6 +37,10 @@ done
 [ "${#MODELS[@]}" -gt 0 ] || MODELS=("${PAPER_MODELS[@]}")
 LAUNCH=()
 [ "$NGPU" -gt 1 ] && LAUNCH=(--launcher pytorch)
+[ -z "${TTA:-}" ] || LAUNCH+=(--tta "$TTA")
+pur() {  # DiffPure's purified set of a layout, when the diffpure column is asked for
+  if [[ ",$MODES," == *,diffpure,* ]]; then echo "--data_prefix_diffpure $DATA/DiffPure/$1"; fi
+}
 
 [ -n "${DRY_RUN:-}" ] || mkdir -p "$OUT"
 for M in "${MODELS[@]}"; do
@@ -42,11 +49,11 @@ for M in "${MODELS[@]}"; do
   if [[ ",$SETS," == *,C,* ]]; then
     run $(launcher) eval/evaluate.py "${COMMON[@]}" --datatype C --corruption "$CORRUPTION" --severity "$SEVERITY" \
       --data_prefix1 "$DATA/ImageNet-C" --data_prefix2 "$DATA/ImageNet-C-Syn" --out "$OUT/${M}_C.json" \
-      "${LAUNCH[@]}" "$@"
+      $(pur ImageNet-C-Syn) "${LAUNCH[@]}" "$@"
   fi
   if [[ ",$SETS," == *,W,* ]]; then
     run $(launcher) eval/evaluate.py "${COMMON[@]}" --datatype W \
       --data_prefix1 "$DATA/ImageNet-W" --data_prefix2 "$DATA/ImageNet-W-Syn" --out "$OUT/${M}_W.json" \
-      "${LAUNCH[@]}" "$@"
+      $(pur ImageNet-W-Syn) "${LAUNCH[@]}" "$@"
   fi
 done

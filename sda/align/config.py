@@ -19,6 +19,8 @@ from sda.utils.layout import parse_corruptions, parse_severities
 from sda.utils.precision import check_precision
 
 GUIDANCE_NORMS = ("batch", "sample")
+GUIDANCES = ("lowpass", "none")  # DDA's low-pass guidance; none = DiffPure (Nie et al., ICML 2022)
+DIFFPURE_T = 150  # DiffPure's ImageNet t* = 0.15 of the 1000-step schedule (NVlabs/DiffPure run scripts: --t 150)
 PRECISIONS = ("fp32", "fp16", "bf16")  # fp16 is the reference's convert_to_fp16(); bf16 runs under autocast
 DATATYPES = ("D", "C", "W")
 
@@ -34,6 +36,8 @@ class ProjectionConfig:
         per-image norms, so an image does not depend on its batch.
     :param lowpass: ``matrix`` (precomputed resize-right operators) or ``resize_right`` (per call).
     :param clip_denoised: clip each step's x0 estimate to [-1, 1] (the reference: True).
+    :param guidance: ``lowpass`` (DDA) or ``none``: DiffPure, the image noised to respaced index N-1 and
+        denoised N steps without guidance (D, scale and the norm are then unused; N=0 returns the input).
     """
 
     N: int = 50
@@ -42,9 +46,12 @@ class ProjectionConfig:
     guidance_norm: str = "batch"
     lowpass: str = "matrix"
     clip_denoised: bool = True
+    guidance: str = "lowpass"
 
     def __post_init__(self) -> None:
-        if self.N < 1:
+        if self.guidance not in GUIDANCES:
+            raise UserError(f"--guidance {self.guidance!r}: use lowpass (DDA) or none (DiffPure)")
+        if self.N < (1 if self.guidance == "lowpass" else 0):
             raise UserError(f"--N {self.N} must be at least 1 (the respaced noising index)")
         if self.D < 1 or not math.log2(self.D).is_integer():
             raise UserError(f"--D {self.D}: the low-pass factor must be a power of two (1, 2, 4, 8, ...)")
@@ -61,7 +68,7 @@ class ProjectionConfig:
             check_downsample(image_size, self.D)
         except ValueError as e:
             raise UserError(f"--D {self.D} with --image_size {image_size}: {e}") from None
-        if not 0 < self.N <= num_timesteps:
+        if not self.N <= num_timesteps:
             raise UserError(
                 f"--N {self.N} must be in [1, {num_timesteps}] (the respaced steps of --timestep_respacing)"
             )
@@ -140,6 +147,7 @@ class AlignConfig:
             guidance_norm=args.guidance_norm,
             lowpass=args.lowpass,
             clip_denoised=args.clip_denoised,
+            guidance=args.guidance,
         )
         return cls(
             base_samples=Path(args.base_samples),
@@ -230,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=str2bool,
         default=None,
         help="channels_last weights/activations (default: True; faster on CUDA and on CPU)",
+    )
+    p.add_argument(
+        "--guidance",
+        default="lowpass",
+        choices=GUIDANCES,
+        help=f"lowpass: DDA's guided projection; none: DiffPure (noise to N-1, N unguided steps; DiffPure's "
+        f"ImageNet setting: --guidance none --timestep_respacing 1000 --N {DIFFPURE_T})",
     )
     p.add_argument(
         "--lowpass",

@@ -101,10 +101,13 @@ def project_progressive(
     :param lowpass: the LPF; None -> :class:`LowPass` for ref's size and D on ref's device.
     """
     N = cfg.N
-    if not 0 < N <= diffusion.num_timesteps:
+    if not (0 if cfg.guidance == "none" else 1) <= N <= diffusion.num_timesteps:
         raise ValueError(f"N={N} must be in [1, {diffusion.num_timesteps}] (the respaced steps)")
     if step_noise is not None and len(step_noise) != N:
         raise ValueError(f"step_noise has {len(step_noise)} tensors, need N={N}")
+    if cfg.guidance == "none":
+        yield from _unguided(model, diffusion, ref.float(), cfg, generator, noise, step_noise)
+        return
     B, _, H, W = ref.shape
     device = ref.device
     ref = ref.float()
@@ -138,6 +141,34 @@ def project_progressive(
             sample = sample - cfg.scale * grad
         x = sample
         yield {"sample": sample, "pred_xstart": out["pred_xstart"].detach(), "norm": norm.detach()}
+
+
+@torch.no_grad()
+def _unguided(
+    model: Callable[..., torch.Tensor],
+    diffusion: Any,
+    ref: torch.Tensor,
+    cfg: ProjectionConfig,
+    generator: Generators,
+    noise: torch.Tensor | None,
+    step_noise: Sequence[torch.Tensor] | None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """DiffPure: ``x = q_sample(ref, N-1)``, then ``p_sample`` for i = N-1 .. 0 without guidance (N steps,
+    as DiffPure's DDPM runner: noised to t*-1 and denoised to 0). Yields dict(sample, pred_xstart, norm=0)."""
+    B, device = ref.shape[0], ref.device
+    if noise is None:
+        noise = randn_like_gen(ref.shape, generator, device, torch.float32)  # (B, C, H, W)
+    if cfg.N == 0:  # nothing to purify
+        yield {"sample": ref.clone(), "pred_xstart": ref.clone(), "norm": torch.zeros((), device=device)}
+        return
+    t = torch.full((B,), cfg.N - 1, device=device, dtype=torch.long)  # (B,)
+    x = diffusion.q_sample(ref, t, noise=noise.to(device=device, dtype=torch.float32))  # (B, C, H, W)
+    for k, i in enumerate(range(cfg.N - 1, -1, -1)):
+        t = torch.full((B,), i, device=device, dtype=torch.long)  # (B,)
+        z = None if step_noise is None else step_noise[k].to(device=device, dtype=torch.float32)
+        out = diffusion.p_sample(model, x, t, clip_denoised=cfg.clip_denoised, noise=z, generator=generator)
+        x = out["sample"]  # (B, C, H, W)
+        yield {"sample": x, "pred_xstart": out["pred_xstart"], "norm": torch.zeros((), device=device)}
 
 
 def project(

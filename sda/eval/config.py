@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from sda.eval import ensemble
+from sda.eval.tta import METHODS as TTA_METHODS
+from sda.eval.tta import TTAConfig
 from sda.utils.cli import int_list
 from sda.utils.errors import UserError
 from sda.utils.layout import parse_corruptions, parse_severities
@@ -17,22 +19,36 @@ DATATYPES = ("C", "W")
 SINGLE_MODELS = ("original", "finetuned")
 
 
+DIFFPURE = "diffpure"  # the single model on DiffPure's purification of the raw image (a third image)
+COLUMNS = (*ensemble.MODES, DIFFPURE)
+
+
 def parse_modes(text: str | list[str]) -> list[str]:
-    """``"sda,sum"`` or ``"all"`` -> the ensemble modes, unique, in the given order."""
+    """``"sda,sum"`` or ``"all"`` -> the ensemble modes (and ``diffpure``), unique, in the given order;
+    ``all`` means the 12 ensemble modes."""
     names = text.split(",") if isinstance(text, str) else list(text)
     out: list[str] = []
     for n in (x.strip() for x in names):
         if n == "all":
             out.extend(m for m in ensemble.MODES if m not in out)
-        elif n not in ensemble.MODES:
-            raise UserError(f"unknown ensemble mode {n!r}; valid: all, {', '.join(ensemble.MODES)}")
+        elif n not in COLUMNS:
+            raise UserError(f"unknown ensemble mode {n!r}; valid: all, {', '.join(COLUMNS)}")
         elif n not in out:
             out.append(n)
     return out
 
 
+def parse_tta(text: str | None) -> tuple[str, ...]:
+    """``"norm,tent,memo"`` -> the adaptation baselines (empty: none)."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    for n in names:
+        if n not in TTA_METHODS:
+            raise UserError(f"--tta {n!r}: use a comma list of {', '.join(TTA_METHODS)}")
+    return tuple(dict.fromkeys(names))
+
+
 def needs_projection(modes: list[str]) -> bool:
-    return any(m != "first" for m in modes)
+    return any(m not in ("first", DIFFPURE) for m in modes)
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,10 @@ class EvalConfig:
     allow_pickle: bool = False
     cfg_options: dict[str, Any] | None = None
     metrics: tuple[str, ...] = ("accuracy",)
+    data_prefix_diffpure: str | None = None  # DiffPure's purified images (align --guidance none)
+    tta: TTAConfig = field(default_factory=TTAConfig)  # norm / tent / memo on the raw images
+    seed: int = 0  # the order of the adaptation streams, MEMO's augmentations, the --max-per-corruption draw
+    max_per_corruption: int | None = None
     single: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +100,12 @@ class EvalConfig:
         if "sda" in modes and not self.originckpt:
             raise UserError("the sda mode needs --originckpt (the original model scores the raw images)")
         if needs_projection(list(modes)) and not self.data_prefix2:
-            raise UserError(f"modes {', '.join(m for m in modes if m != 'first')} need --data_prefix2 (projected root)")
+            needy = ", ".join(m for m in modes if m not in ("first", DIFFPURE))
+            raise UserError(f"modes {needy} need --data_prefix2 (projected root)")
+        if DIFFPURE in modes and not self.data_prefix_diffpure:
+            raise UserError("the diffpure column needs --data_prefix_diffpure (align's output with --guidance none)")
+        if self.max_per_corruption is not None and self.max_per_corruption < 1:
+            raise UserError(f"--max-per-corruption {self.max_per_corruption}: use at least 1 (or leave it out)")
         if self.data_prefix2 and Path(self.data_prefix1).resolve() == Path(self.data_prefix2).resolve():
             raise UserError(
                 f"--data_prefix1 and --data_prefix2 are the same folder ({self.data_prefix1}): the projected images "
@@ -99,6 +124,16 @@ class EvalConfig:
     @property
     def with_projection(self) -> bool:
         return needs_projection(list(self.modes))
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The images each item needs: raw always, the projection and DiffPure's purification when scored."""
+        return ("raw",) + (("proj",) if self.with_projection else ()) + (("pur",) if DIFFPURE in self.modes else ())
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns: the modes, then the adaptation baselines."""
+        return (*self.modes, *self.tta.methods)
 
     def precision(self, device_type: str) -> str:
         """fp32, or with ``--amp`` the device's autocast precision (fp16 on CUDA, bf16 on a CPU)."""
@@ -132,6 +167,10 @@ class EvalConfig:
             allow_pickle=args.allow_pickle,
             cfg_options=args.cfg_options,
             metrics=tuple(args.metrics),
+            data_prefix_diffpure=args.data_prefix_diffpure,
+            tta=tta_config(args),
+            seed=args.seed,
+            max_per_corruption=args.max_per_corruption,
         )
 
 
@@ -191,4 +230,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--allow-pickle", action="store_true", help="load checkpoints with full pickle (trusted files)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value")
+    p.add_argument(
+        "--data_prefix_diffpure",
+        "--data-prefix-diffpure",
+        dest="data_prefix_diffpure",
+        default=None,
+        help="DiffPure's purified images (align/project.py --guidance none), for the diffpure mode",
+    )
+    p.add_argument("--tta", default=None, help="adaptation baselines on the raw images: a comma list of norm,tent,memo")
+    p.add_argument("--seed", type=int, default=0, help="adaptation stream order, MEMO's augmentations, subsets")
+    p.add_argument(
+        "--max-per-corruption", type=int, default=None, help="score a seeded subset of this many images per set"
+    )
+    d = TTAConfig()
+    p.add_argument("--tta-batch-size", type=int, default=d.batch_size, help="test-time BN and TENT batch")
+    p.add_argument("--tent-lr", type=float, default=d.tent_lr)
+    p.add_argument("--tent-momentum", type=float, default=d.tent_momentum)
+    p.add_argument("--memo-views", type=int, default=d.memo_views, help="augmented copies per image")
+    p.add_argument("--memo-lr", type=float, default=d.memo_lr)
+    p.add_argument("--memo-prior", type=float, default=d.memo_prior, help="BN prior strength (source images' weight)")
+    p.add_argument("--memo-steps", type=int, default=d.memo_steps)
     return p
+
+
+def tta_config(args: argparse.Namespace) -> TTAConfig:
+    """The adaptation baselines' settings from the flags (checked here)."""
+    cfg = TTAConfig(
+        methods=parse_tta(args.tta),
+        batch_size=args.tta_batch_size,
+        tent_lr=args.tent_lr,
+        tent_momentum=args.tent_momentum,
+        memo_views=args.memo_views,
+        memo_lr=args.memo_lr,
+        memo_prior=args.memo_prior,
+        memo_steps=args.memo_steps,
+    )
+    if cfg.batch_size < 1 or cfg.memo_views < 1 or cfg.memo_steps < 1 or cfg.memo_prior < 0:
+        raise UserError("--tta-batch-size, --memo-views and --memo-steps must be positive, --memo-prior >= 0")
+    return cfg

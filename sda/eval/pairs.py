@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from sda.utils.errors import UserError
 from sda.utils.io import class_folders, list_images
 from sda.utils.layout import parse_corruptions, parse_severities
+from sda.utils.seed import image_seed
 
 
 @dataclass
@@ -36,6 +37,12 @@ class SubsetPairs:
     classes: list[str]
     rels: list[str]  # paired relative paths "<class>/<file>"
     counts: dict[str, int] = field(default_factory=dict)
+    pur_dir: Path | None = None  # DiffPure's purified images (same names), when scored
+
+    def image_dirs(self) -> dict[str, Path]:
+        """The folders a relative path is read from: raw, and the projection / purification when present."""
+        dirs = {"raw": self.raw_dir, "proj": self.proj_dir, "pur": self.pur_dir}
+        return {k: v for k, v in dirs.items() if v is not None}
 
 
 def _few(xs: Sequence[str], n: int = 3) -> str:
@@ -73,17 +80,38 @@ def pair_images(raw_dir: Path, proj_dir: Path | None, allow_missing: bool = Fals
     return paired, counts
 
 
+def limit(rels: list[str], n: int | None, seed: int, key: str) -> list[str]:
+    """``n`` images of a subset drawn by a seeded permutation (the same ones for every method), in sorted
+    order; all of them when ``n`` is None."""
+    if n is None or n >= len(rels):
+        return rels
+    order = np.random.default_rng(image_seed(seed, "subset", key) % 2**32).permutation(len(rels))
+    return sorted(rels[i] for i in order[:n])
+
+
+@dataclass(frozen=True)
+class Roots:
+    """The roots of one layout: raw target images, their DDA projections, their DiffPure purifications."""
+
+    raw: Path
+    proj: Path | None = None
+    pur: Path | None = None
+
+
 def build_subsets(
     datatype: str,
-    raw_root: str | Path,
-    proj_root: str | Path | None,
+    roots: Roots,
     corruptions: Sequence[str] = ("all",),
     severities: Sequence[int] = (5,),
     allow_missing: bool = False,
+    max_per_subset: int | None = None,
+    seed: int = 0,
 ) -> list[SubsetPairs]:
-    """Subsets of a C or W layout with their paired images, in table order."""
-    raw_root = Path(raw_root)
-    proj_root = Path(proj_root) if proj_root is not None else None
+    """Subsets of a C or W layout with their paired images, in table order.
+
+    The projections (and DiffPure's purifications) are paired by relative path; ``max_per_subset``: score
+    a seeded subset of that many images per corruption (the same images for every method).
+    """
     if datatype == "C":
         names = parse_corruptions(corruptions)
         severities = parse_severities(severities)
@@ -94,27 +122,39 @@ def build_subsets(
         raise UserError(f"--datatype must be C or W, got {datatype!r}")
     subsets = []
     for key, corr, sev, sub in specs:
-        raw_dir = raw_root / sub
-        proj_dir = proj_root / sub if proj_root is not None else None
+        raw_dir = Path(roots.raw) / sub
+        proj_dir = Path(roots.proj) / sub if roots.proj is not None else None
+        pur_dir = Path(roots.pur) / sub if roots.pur is not None else None
         classes = class_folders(raw_dir, "check --data_prefix1/--data_prefix2 and the layout")
         rels, counts = pair_images(raw_dir, proj_dir, allow_missing)
-        subsets.append(SubsetPairs(key, corr, sev, raw_dir, proj_dir, classes, rels, counts))
+        if pur_dir is not None:
+            pur_rels, pur_counts = pair_images(raw_dir, pur_dir, allow_missing)
+            keep = set(pur_rels)
+            rels = [r for r in rels if r in keep]
+            counts = {**counts, **{f"diffpure_{k}": v for k, v in pur_counts.items()}, "paired": len(rels)}
+        if max_per_subset is not None and max_per_subset < len(rels):
+            rels = limit(rels, max_per_subset, seed, key)
+            counts["scored"] = len(rels)
+        subsets.append(SubsetPairs(key, corr, sev, raw_dir, proj_dir, classes, rels, counts, pur_dir))
     return subsets
 
 
+VIEWS = ("raw", "proj", "pur")  # the raw target image, its DDA projection, its DiffPure purification
+
+
 class PairedImages(Dataset):
-    """(index, raw image, projected image) tensors from an mmpretrain test pipeline.
+    """(index, {view: image}, error) from an mmpretrain test pipeline; views = raw, and proj / pur if wanted.
 
     Images come out as the pipeline packs them: uint8 (3, H, W) in the loader's channel order
     (BGR for mmcv's LoadImageFromFile); ``Normalizer`` converts and normalizes on the device.
-    A missing projection (no projected image needed) gives an empty tensor.
     """
 
-    def __init__(self, subsets: Sequence[SubsetPairs], pipeline: Callable[[dict], dict], with_proj: bool):
+    def __init__(self, subsets: Sequence[SubsetPairs], pipeline: Callable[[dict], dict], views: Sequence[str]):
         self.items = [(si, rel) for si, s in enumerate(subsets) for rel in s.rels]
         lookup = [{c: k for k, c in enumerate(s.classes)} for s in subsets]
         self.labels = np.array([lookup[si][rel.split("/")[0]] for si, rel in self.items], dtype=np.int64)
-        self.subsets, self.pipeline, self.with_proj = subsets, pipeline, with_proj
+        self.subset_of = np.array([si for si, _ in self.items], dtype=np.int64)
+        self.subsets, self.pipeline, self.views = subsets, pipeline, tuple(views)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -122,36 +162,32 @@ class PairedImages(Dataset):
     def _load(self, path: Path) -> Tensor:
         return self.pipeline({"img_path": str(path)})["inputs"]  # (3, H, W) uint8
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor, str]:
-        """(index, raw, projected, error): an unreadable file gives empty tensors and an error naming it
-        (raised by the loader's collate in the main process, so workers never die with a traceback)."""
+    def __getitem__(self, i: int) -> tuple[int, dict[str, Tensor], str]:
+        """(index, views, error): an unreadable file gives no views and an error naming it (raised by the
+        caller in the main process, so loader workers never die with a traceback)."""
         si, rel = self.items[i]
-        s = self.subsets[si]
-        path = s.raw_dir / rel
-        try:
-            raw = self._load(path)
-            if self.with_proj:
-                path = s.proj_dir / rel
-                proj = self._load(path)
-            else:
-                proj = torch.empty(0)
-        except Exception as e:  # noqa: BLE001 - mmcv / cv2 raise anything on a broken file
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            return i, torch.empty(0), torch.empty(0), f"cannot read image {path} ({reason}); remove or replace the file"
-        return i, raw, proj, ""
+        dirs = self.subsets[si].image_dirs()
+        out: dict[str, Tensor] = {}
+        for view in self.views:
+            path = dirs[view] / rel
+            try:
+                out[view] = self._load(path)
+            except Exception as e:  # noqa: BLE001 - mmcv / cv2 raise anything on a broken file
+                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                return i, {}, f"cannot read image {path} ({reason}); remove or replace the file"
+        return i, out, ""
 
 
-def collate_pairs(items: Sequence[tuple[int, Tensor, Tensor, str]]) -> tuple[Tensor, Tensor, Tensor, str]:
-    """Stack a batch of :class:`PairedImages` items: (index, raw, projected, the first error or "").
+def collate_pairs(items: Sequence[tuple[int, dict[str, Tensor], str]]) -> tuple[Tensor, dict[str, Tensor], str]:
+    """Stack a batch of :class:`PairedImages` items: (index (N,), {view: (N, 3, H, W)}, the first error or "").
 
     Collation may run in a loader worker; the caller raises the error in the main process."""
     errors = [err for *_, err in items if err]
     if errors:
-        return torch.empty(0), torch.empty(0), torch.empty(0), errors[0]
+        return torch.empty(0), {}, errors[0]
     idx = torch.tensor([it[0] for it in items], dtype=torch.long)  # (N,)
-    raw = torch.stack([it[1] for it in items])  # (N, 3, H, W)
-    proj = torch.stack([it[2] for it in items])  # (N, 3, H, W) or (N, 0)
-    return idx, raw, proj, ""
+    views = {v: torch.stack([it[1][v] for it in items]) for v in items[0][1]}  # (N, 3, H, W) each
+    return idx, views, ""
 
 
 def check_num_classes(subsets: Sequence[SubsetPairs], n: int | None) -> None:

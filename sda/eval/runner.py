@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from sda.eval import tables
-from sda.eval.config import EvalConfig
-from sda.eval.pairs import PairedImages, build_subsets, check_num_classes
-from sda.eval.scoring import EvalModels, merge_parts, mode_models, run_scoring
+from sda.eval.config import DIFFPURE, EvalConfig
+from sda.eval.pairs import PairedImages, Roots, build_subsets, check_num_classes
+from sda.eval.scoring import EvalModels, merge_parts, mode_models, predictions, run_scoring
+from sda.eval.tta import adapt_subset, cost_estimate, has_batchnorm
 from sda.finetune.classifiers import (
     Normalizer,
     build_classifier_from_config,
@@ -21,9 +26,10 @@ from sda.finetune.classifiers import (
     load_config,
     num_classes_of,
 )
-from sda.utils.dist import DistInfo, all_gather_object, cleanup, init_distributed, rank0_plan, shard_batches
+from sda.utils.dist import DistInfo, all_gather_object, cleanup, init_distributed, rank0_plan, shard, shard_batches
 from sda.utils.errors import UserError
 from sda.utils.io import check_writable_file, write_json, write_text
+from sda.utils.progress import log, progress
 
 
 def setup_device(cfg: EvalConfig) -> DistInfo:
@@ -49,6 +55,8 @@ def load_models(cfg: EvalConfig, mm_cfg: Any, device: torch.device) -> tuple[Eva
     models = EvalModels(single=get(cfg.single_checkpoint) if others else None)
     if "sda" in cfg.modes:
         models.original, models.finetuned = get(cfg.originckpt), get(cfg.checkpoint)
+    if cfg.tta.methods and cfg.originckpt:  # the adaptation baselines start from the original model
+        models.original = get(cfg.originckpt)
     return models, list(loaded.values())
 
 
@@ -65,26 +73,32 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any] | None:
 
 
 def _evaluate(cfg: EvalConfig, mm_cfg: Any, info: DistInfo) -> dict[str, Any] | None:
-    proj_root = cfg.data_prefix2 if cfg.with_projection else None
+    roots = Roots(
+        Path(cfg.data_prefix1),
+        Path(cfg.data_prefix2) if cfg.with_projection else None,
+        Path(cfg.data_prefix_diffpure) if DIFFPURE in cfg.modes else None,
+    )
     subsets = rank0_plan(  # every rank scores the same pairs, listed once
         lambda: build_subsets(
-            cfg.datatype, cfg.data_prefix1, proj_root, cfg.corruptions, cfg.severities, cfg.allow_missing
+            cfg.datatype, roots, cfg.corruptions, cfg.severities, cfg.allow_missing, cfg.max_per_corruption, cfg.seed
         )
     )
     check_num_classes(subsets, head_num_classes(mm_cfg))
     models, loaded = load_models(cfg, mm_cfg, info.device)
     for model in loaded:
         check_num_classes(subsets, num_classes_of(model))
-    dataset = PairedImages(subsets, build_pipeline(mm_cfg), cfg.with_projection)
+    dataset = PairedImages(subsets, build_pipeline(mm_cfg), cfg.views)
     indices = shard_batches(len(dataset), cfg.batch_size, info.rank, info.world_size)  # same batches for any world
+    normalizer = Normalizer.from_config(mm_cfg)
     t0 = time.time()
-    part = run_scoring(dataset, indices, models, Normalizer.from_config(mm_cfg), info.device, cfg)
-    parts = all_gather_object(part)
+    parts = all_gather_object(run_scoring(dataset, indices, models, normalizer, info.device, cfg))
+    tta_parts = all_gather_object(run_tta(cfg, dataset, source_model(models), normalizer, info))
     if info.rank != 0:
         return None
-    merged = merge_parts(parts, len(dataset))
-    summary = tables.summarize(subsets, dataset, merged, cfg.modes)
-    table = tables.markdown_tables(summary, cfg.modes, cfg.single, cfg.datatype)
+    merged = {**merge_parts(parts, len(dataset)), **merge_tta(tta_parts, cfg.tta.methods, len(dataset))}
+    summary = tables.summarize(subsets, dataset, merged, cfg.columns)
+    notes = tta_notes(cfg, source_model(models))
+    table = tables.markdown_tables(summary, cfg.columns, cfg.single, cfg.datatype, notes)
     print(table, flush=True)
     record = {
         "datatype": cfg.datatype,
@@ -94,8 +108,13 @@ def _evaluate(cfg: EvalConfig, mm_cfg: Any, info: DistInfo) -> dict[str, Any] | 
         "single_model": cfg.single,
         "single_model_checkpoint": cfg.single_checkpoint,
         "modes": list(cfg.modes),
-        "methods": {m: tables.method_label(m, cfg.single) for m in cfg.modes},
+        "tta": list(cfg.tta.methods),
+        "tta_settings": asdict(cfg.tta) if cfg.tta.methods else None,
+        "seed": cfg.seed,
+        "max_per_corruption": cfg.max_per_corruption,
+        "methods": {m: tables.method_label(m, cfg.single) for m in cfg.columns},
         "models_per_mode": mode_models(cfg.modes, cfg.single),
+        "notes": notes,
         "data_prefix1": cfg.data_prefix1,
         "data_prefix2": cfg.data_prefix2 if cfg.with_projection else None,
         "severities": list(cfg.severities) if cfg.datatype == "C" else None,
@@ -106,8 +125,77 @@ def _evaluate(cfg: EvalConfig, mm_cfg: Any, info: DistInfo) -> dict[str, Any] | 
         **summary,
     }
     if cfg.out:
-        write_outputs(Path(cfg.out), record, table, tables.csv_rows(summary, cfg.modes, cfg.single, cfg.datatype))
+        write_outputs(Path(cfg.out), record, table, tables.csv_rows(summary, cfg.columns, cfg.single, cfg.datatype))
     return record
+
+
+def source_model(models: EvalModels) -> nn.Module:
+    """The model the adaptation baselines start from: the original (source) model."""
+    return models.original if models.original is not None else models.single
+
+
+def tta_notes(cfg: EvalConfig, source: nn.Module) -> dict[str, str]:
+    """What a reader of the table must know about the adaptation columns."""
+    notes = {}
+    if "norm" in cfg.tta.methods and not has_batchnorm(source):
+        notes["norm"] = "the model has no BatchNorm (LayerNorm only): test-time BN changes nothing, = Source"
+    if "tent" in cfg.tta.methods:
+        notes["tent"] = (
+            f"online over each corruption/severity in a seeded order (seed {cfg.seed}), batches of "
+            f"{cfg.tta.batch_size}, reset between them"
+        )
+    return notes
+
+
+def run_tta(cfg: EvalConfig, dataset: PairedImages, source: nn.Module, normalizer: Normalizer, info: DistInfo) -> dict:
+    """The adaptation baselines on this rank's subsets (whole subsets: each is one stream):
+    {(method, dataset index): (prediction, rank of the label)}."""
+    if not cfg.tta.methods:
+        return {}
+    starts = np.cumsum([0] + [len(s.rels) for s in dataset.subsets])
+    mine = shard(range(len(dataset.subsets)), info.rank, info.world_size)
+    if info.rank == 0:
+        log(f"adaptation baselines, cost: {cost_estimate(cfg.tta, len(dataset))}")
+
+    def to_input(images: Tensor) -> Tensor:
+        return normalizer(images.to(info.device))  # (B, 3, H, W)
+
+    out = {}
+    total = len(cfg.tta.methods) * sum(len(dataset.subsets[si].rels) for si in mine)
+    with progress(total=total, desc="eval: " + ",".join(cfg.tta.methods)) as bar:
+        for method in cfg.tta.methods:
+            for si in mine:
+                s, start = dataset.subsets[si], int(starts[si])
+                load = partial(_load_raw, dataset, start)
+                logits = adapt_subset(method, source, load, to_input, len(s.rels), cfg.tta, (cfg.seed, s.key))
+                labels = torch.from_numpy(dataset.labels[start : start + len(s.rels)])
+                for j, (p, r) in enumerate(zip(*predictions(logits, labels), strict=True)):
+                    out[(method, start + j)] = (int(p), int(r))
+                bar.update(len(s.rels))
+    return out
+
+
+def _load_raw(dataset: PairedImages, start: int, local: Sequence[int]) -> Tensor:
+    """The raw uint8 images (B, 3, H, W) of a subset's items ``local`` (indices within the subset)."""
+    images = []
+    for j in local:
+        _, views, err = dataset[start + j]
+        if err:
+            raise UserError(err)
+        images.append(views["raw"])
+    return torch.stack(images)
+
+
+def merge_tta(parts: Sequence[dict], methods: Sequence[str], total: int) -> dict[str, np.ndarray]:
+    """The ranks' adaptation results as the table's arrays "pred/<method>", "rank/<method>" in dataset order."""
+    merged = {k: v for p in parts for k, v in p.items()}
+    out = {}
+    for m in methods:
+        if sorted(i for (mm, i) in merged if mm == m) != list(range(total)):
+            raise RuntimeError(f"{m}: the ranks' results do not cover every image exactly once")
+        out[f"pred/{m}"] = np.array([merged[(m, i)][0] for i in range(total)], dtype=np.int32)
+        out[f"rank/{m}"] = np.array([merged[(m, i)][1] for i in range(total)], dtype=np.uint8)
+    return out
 
 
 def write_outputs(out: Path, record: dict[str, Any], table: str, csv_text: str) -> None:

@@ -39,6 +39,8 @@ def mode_models(modes: Sequence[str], single: str) -> dict[str, str]:
     for m in modes:
         if m == "sda":
             out[m] = "original(raw) + finetuned(projected)"
+        elif m == "diffpure":
+            out[m] = f"{single}(DiffPure-purified)"
         elif m == "first":
             out[m] = f"{single}(raw)"
         elif m == "second":
@@ -70,15 +72,16 @@ def _label_rank(scores: Tensor, labels: Tensor, k: int) -> Tensor:
 def score_batch(
     models: EvalModels,
     modes: Sequence[str],
-    x1: Tensor,
-    x2: Tensor | None,
+    x: dict[str, Tensor],
     labels: Tensor,
     precision: str = "fp32",
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """Scores of every mode for one batch of normalized images x1 (raw) and x2 (projected).
+    """Scores of every mode for one batch of normalized images ``x``: "raw", and "proj" (the projection) /
+    "pur" (DiffPure's purification) when the modes need them.
 
     Returns {mode: (top-1 prediction (N,), rank of the label in the top-5 (N,))}.
     """
+    x1, x2 = x["raw"], x.get("proj")
     cache: dict[tuple[int, str], Tensor] = {}
 
     def probs(model: nn.Module, which: str, x: Tensor) -> Tensor:
@@ -97,6 +100,8 @@ def score_batch(
             s = probs(models.single, "raw", x1)
         elif m == "second":
             s = probs(models.single, "proj", x2)
+        elif m == "diffpure":
+            s = probs(models.single, "pur", x["pur"])
         elif m in ensemble.FUSE_MODES:
             w = ensemble.fuse_weights(probs(models.single, "raw", x1), probs(models.single, "proj", x2), m)
             s = probs(models.single, m, ensemble.fuse_images(x1, x2, w))  # (N, C) of the blend
@@ -127,13 +132,12 @@ def run_scoring(
     )
     idx_parts, pred_parts, rank_parts = [], {m: [] for m in modes}, {m: [] for m in modes}
     with progress(total=len(indices), desc=f"eval {cfg.datatype}") as bar:
-        for idx, raw, proj, err in loader:
+        for idx, views, err in loader:
             if err:
                 raise UserError(err)
             labels = torch.from_numpy(dataset.labels[idx.numpy()])  # (N,)
-            x1 = normalizer(raw.to(device, non_blocking=True))  # (N, 3, H, W)
-            x2 = normalizer(proj.to(device, non_blocking=True)) if dataset.with_proj else None
-            res = score_batch(models, modes, x1, x2, labels, precision)
+            x = {v: normalizer(t.to(device, non_blocking=True)) for v, t in views.items()}  # (N, 3, H, W) each
+            res = score_batch(models, modes, x, labels, precision)
             idx_parts.append(idx.numpy())
             for m in modes:
                 pred_parts[m].append(res[m][0].cpu().numpy().astype(np.int32))
@@ -146,6 +150,12 @@ def run_scoring(
         out[f"pred/{m}"] = np.concatenate(pred_parts[m] or empty).astype(np.int32)
         out[f"rank/{m}"] = np.concatenate(rank_parts[m] or empty).astype(np.uint8)
     return out
+
+
+def predictions(logits: Tensor, labels: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 prediction, rank of the label in the top-5) of logits (N, C) as the table's arrays."""
+    k = min(TOPK, logits.shape[1])
+    return logits.argmax(1).numpy().astype(np.int32), _label_rank(logits, labels, k).numpy().astype(np.uint8)
 
 
 def merge_parts(parts: Sequence[dict[str, np.ndarray]], total: int) -> dict[str, np.ndarray]:

@@ -12,7 +12,17 @@ import numpy as np
 from sda.eval.pairs import PairedImages, SubsetPairs
 from sda.eval.scoring import TOPK
 
-METHOD_NAMES = {"first": "Source", "second": "Projected", "sum": "DDA", "sda": "SDA"}
+METHOD_NAMES = {
+    "first": "Source",
+    "second": "Projected",
+    "sum": "DDA",
+    "sda": "SDA",
+    "diffpure": "DiffPure",
+    "norm": "Test-time BN",
+    "tent": "TENT",
+    "memo": "MEMO",
+}
+ORIGINAL_ONLY = ("sda", "norm", "tent", "memo")  # columns whose model does not follow --single-model
 
 
 def summarize(
@@ -41,13 +51,15 @@ def summarize(
 
 
 def method_label(mode: str, single: str) -> str:
-    if mode == "sda" or single == "original":
+    if mode in ORIGINAL_ONLY or single == "original":
         return METHOD_NAMES.get(mode, mode)
     return f"{mode} ({single})"
 
 
-def markdown_tables(summary: dict[str, Any], modes: Sequence[str], single: str, datatype: str) -> str:
-    """Paper-style tables: one row per corruption and the mean, one column per method."""
+def markdown_tables(
+    summary: dict[str, Any], modes: Sequence[str], single: str, datatype: str, notes: dict[str, str] | None = None
+) -> str:
+    """Paper-style tables: one row per corruption and the mean, one column per method (and notes under them)."""
     heads = [method_label(m, single) for m in modes]
     results = summary["results"]
     lines: list[str] = []
@@ -71,6 +83,7 @@ def markdown_tables(summary: dict[str, Any], modes: Sequence[str], single: str, 
             if mean is not None and len(rows) > 1:
                 lines.append("| " + " | ".join(["mean"] + [f"{mean[metric][m]:.2f}" for m in modes]) + " |")
             lines.append("")
+    lines += [f"- {METHOD_NAMES.get(m, m)}: {text}" for m, text in (notes or {}).items()]
     return "\n".join(lines)
 
 

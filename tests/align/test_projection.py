@@ -156,3 +156,23 @@ def test_to_uint8_matches_torchvision_save_image() -> None:
     save_image(x, buf, format="PNG", nrow=1, normalize=True, value_range=(-1, 1))
     expected = np.array(Image.open(buf))  # (8, 8, 3)
     assert np.array_equal(to_uint8(x[0], "adm").permute(1, 2, 0).numpy(), expected)
+
+
+def test_diffpure_with_zero_steps_returns_the_input() -> None:
+    model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
+    out = project(model, diffusion, ref, ProjectionConfig(N=0, guidance="none"), generator=gens(2))
+    assert torch.equal(out, ref)
+
+
+def test_diffpure_is_noise_to_n_minus_1_then_unguided_ddpm() -> None:
+    """DiffPure's DDPM runner: q_sample at t*-1, then p_sample from t*-1 down to 0 (t* steps), no guidance."""
+    model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
+    out = project(model, diffusion, ref, ProjectionConfig(N=4, guidance="none", scale=6.0), generator=gens(2))
+    g = gens(2)
+    with torch.no_grad():
+        x = diffusion.q_sample(ref, torch.full((2,), 3), generator=g)
+        for i in range(3, -1, -1):
+            x = diffusion.p_sample(model, x, torch.full((2,), i), clip_denoised=True, generator=g)["sample"]
+    assert torch.allclose(out, x, atol=1e-6)
+    guided = project(model, diffusion, ref, ProjectionConfig(N=4, scale=6.0), generator=gens(2))
+    assert (guided - out).abs().max() > 1e-3  # the guidance mode is a different projection

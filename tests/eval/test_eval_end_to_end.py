@@ -271,7 +271,8 @@ def test_user_errors(setup):
 
 def test_two_gloo_ranks_match_single_process(setup, tmp_path, run_tree):
     tmp, cfg, orig, ft = setup
-    single = _run(setup, "C", modes="all")
+    tta = ["--tta", "norm,tent", "--tta-batch-size", "3"]  # TENT's streams are dealt to ranks whole
+    single = _run(setup, "C", modes="all", extra=tta)
     out = tmp_path / "dist.json"
     cmd = [
         sys.executable,
@@ -305,6 +306,7 @@ def test_two_gloo_ranks_match_single_process(setup, tmp_path, run_tree):
         "pytorch",
         "--out",
         str(out),
+        *tta,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", SDA_NO_PROGRESS="1")
     r = run_tree(cmd, env=env, timeout=300)  # ends torchrun's workers too, however the test ends
@@ -315,3 +317,34 @@ def test_two_gloo_ranks_match_single_process(setup, tmp_path, run_tree):
         assert dist["results"][key]["n"] == 7
         assert dist["results"][key]["top1"] == single["results"][key]["top1"]
         assert dist["results"][key]["top5"] == single["results"][key]["top5"]
+
+
+def test_every_column_in_one_command(setup, tmp_path):
+    """Source, DDA, SDA, DiffPure and the adaptation baselines from one eval call: the DiffPure column of an
+    unchanged "purification" equals Source; norm, tent and memo are seeded (the same call gives the same table)."""
+    import shutil
+
+    tmp, cfg, orig, ft = setup
+    pur = tmp_path / "pur"
+    shutil.copytree(tmp / "C" / "raw", pur)
+    argv = [
+        cfg, ft, "--originckpt", orig, "--datatype", "C", "--corruption", ",".join(CORRS),
+        "--ensemble", "first,sum,sda,diffpure", "--tta", "norm,tent,memo", "--memo-views", "4",
+        "--tta-batch-size", "3", "--data_prefix1", str(tmp / "C" / "raw"), "--data_prefix2", str(tmp / "C" / "proj"),
+        "--data_prefix_diffpure", str(pur), "--device", "cpu", "--num-workers", "0", "--out", str(tmp_path / "r.json"),
+    ]  # fmt: skip
+    rec = entry.main(argv)
+    cols = ["first", "sum", "sda", "diffpure", "norm", "tent", "memo"]
+    assert list(rec["methods"]) == cols and rec["methods"]["memo"] == "MEMO" and rec["tta"] == ["norm", "tent", "memo"]
+    for key in (f"{c}/5" for c in CORRS):
+        top1 = rec["results"][key]["top1"]
+        assert set(top1) == set(cols) and all(0.0 <= v <= 100.0 for v in top1.values())
+        assert top1["diffpure"] == top1["first"]
+    table = (tmp_path / "r.md").read_text()
+    assert "| corruption | Source | DDA | SDA | DiffPure | Test-time BN | TENT | MEMO |" in table
+    assert "TENT: online over each corruption/severity" in table
+    assert "memo" in (tmp_path / "r.csv").read_text()
+    again = entry.main(argv)
+    assert again["results"] == rec["results"]  # seeded streams and augmentations
+    rec5 = entry.main([*argv, "--max-per-corruption", "5"])
+    assert all(e["n"] == 5 for e in rec5["results"].values())

@@ -46,4 +46,4 @@ def test_pair_images_names_missing_and_extra(tmp_path):
     assert rels == ["a/1.png", "b/3.png"]
     assert counts == {"raw": 3, "projected": 3, "missing": 1, "extra": 1, "paired": 2}
     with pytest.raises(UserError, match="does not exist"):
-        pairs.build_subsets("W", tmp_path / "nowhere", None)
+        pairs.build_subsets("W", pairs.Roots(tmp_path / "nowhere"))
