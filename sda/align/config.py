@@ -102,7 +102,11 @@ class AlignConfig:
     allow_pickle: bool = False
     device: str | None = None
     compile: bool = False
+    compile_mode: str = "default"
     channels_last: bool = True
+    prenoise: bool | None = (
+        False  # None: on CUDA; draw all noise before the step loop (same values; static shapes for CUDA graphs)
+    )
 
     def __post_init__(self) -> None:
         if self.datatype not in DATATYPES:
@@ -130,6 +134,11 @@ class AlignConfig:
             return self
         fp16 = self.model_flags.get("use_fp16") and device_type == "cuda"
         return replace(self, precision="fp16" if fp16 else "fp32")
+
+    def on_device(self, device_type: str) -> AlignConfig:
+        """The settings decided by the device: precision, and pre-drawn noise on CUDA unless asked otherwise."""
+        cfg = self.resolved(device_type)
+        return replace(cfg, prenoise=cfg.prenoise if cfg.prenoise is not None else device_type == "cuda")
 
     # ------------------------------------------------------------------------------------ command line
     @classmethod
@@ -169,6 +178,8 @@ class AlignConfig:
             allow_pickle=args.allow_pickle,
             device=args.device,
             compile=args.compile,
+            compile_mode=args.compile_mode,
+            prenoise=args.prenoise,
             channels_last=True if args.channels_last is None else args.channels_last,
         )
 
@@ -232,12 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile mode (reduce-overhead: CUDA graphs)",
+    )
+    p.add_argument(
         "--channels-last",
         "--channels_last",
         dest="channels_last",
         type=str2bool,
         default=None,
         help="channels_last weights/activations (default: True; faster on CUDA and on CPU)",
+    )
+    p.add_argument(
+        "--prenoise",
+        type=str2bool,
+        default=None,
+        help="draw every step's noise before the loop (same values; a static loop for CUDA graphs); default: on CUDA",
     )
     p.add_argument(
         "--guidance",

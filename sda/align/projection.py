@@ -39,13 +39,18 @@ from sda.utils.precision import Autocast
 
 # ----------------------------------------------------------------------------- model precision
 def prepare_model(
-    model: nn.Module, precision: str = "fp32", channels_last: bool = False, compile: bool = False
+    model: nn.Module,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    compile_mode: str = "default",
 ) -> nn.Module:
     """Set up a UNet for projection: eval, frozen weights, precision, memory format, optional compile.
 
     precision: "fp32"; "fp16" = the reference's ``convert_to_fp16()`` (float16 torso, float32 norms
     and head); "bf16" = float32 weights under bfloat16 autocast. Weights are frozen: the projection
-    only needs gradients with respect to the image, not the parameters.
+    only needs gradients with respect to the image, not the parameters. ``compile_mode``: torch.compile's
+    mode (``reduce-overhead`` replays CUDA graphs; the step loop keeps every shape static for it).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {PRECISIONS}")
@@ -59,7 +64,7 @@ def prepare_model(
     elif hasattr(model, "convert_to_fp32"):
         model.convert_to_fp32()  # a model built with use_fp16=True computes in float16 otherwise
     if compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=compile_mode)
     if precision == "bf16":
         device = next(model.parameters()).device
         model = Autocast(model, "bf16", device.type)
@@ -141,6 +146,23 @@ def project_progressive(
             sample = sample - cfg.scale * grad
         x = sample
         yield {"sample": sample, "pred_xstart": out["pred_xstart"].detach(), "norm": norm.detach()}
+
+
+def predraw_noise(
+    shape: Sequence[int], generators: Sequence[torch.Generator], steps: int, device: torch.device | str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """All the noise a projection draws, drawn before the loop: (q_sample noise, one tensor per step).
+
+    Each image's generator yields its draws in the order the loop makes them, so passing these as
+    ``noise=`` / ``step_noise=`` gives the same result bit for bit; the step loop then has static shapes
+    and no host work (what CUDA graphs and ``torch.compile(mode="reduce-overhead")`` need).
+    """
+    per_image = [
+        torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for _ in range(steps + 1)])
+        for g in generators
+    ]  # B x (steps + 1, C, H, W)
+    draws = torch.stack(per_image, dim=1).to(device)  # (steps + 1, B, C, H, W)
+    return draws[0], list(draws[1:])
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 from sda.align.config import AlignConfig
 from sda.align.layout import ImageSet, Job, discover_jobs, image_sets, load_image
 from sda.align.lowpass import make_lowpass
-from sda.align.projection import project
+from sda.align.projection import predraw_noise, project
 from sda.utils import dist
 from sda.utils.checkpoint import cached_sha256, state_dict_sha256
 from sda.utils.images import tensor_to_pil, tile_grid
@@ -47,7 +47,7 @@ def run_key(cfg: AlignConfig, model_sha256: str, device_type: str) -> dict[str, 
         "batch_size": cfg.batch_size,
         "precision": cfg.precision,
         "channels_last": cfg.channels_last,
-        "compile": cfg.compile,
+        "compile": cfg.compile and cfg.compile_mode,
         "device": device_type,
         "lossless": cfg.lossless,
         "model_sha256": model_sha256,
@@ -145,7 +145,11 @@ def run_jobs(
             if b + 1 < len(batches):
                 next_load = pool.submit(_load_batch, batches[b + 1], cfg.image_size)
             gens = [make_generator(image_seed(cfg.seed, j.key)) for j in batch]
-            x = project(model, diffusion, ref, cfg.projection, generator=gens, lowpass=lpf)  # (B, 3, S, S)
+            if cfg.prenoise:  # every draw before the loop: the same values, a static step loop
+                noise, steps = predraw_noise(ref.shape, gens, cfg.projection.N, device)
+                x = project(model, diffusion, ref, cfg.projection, noise=noise, step_noise=steps, lowpass=lpf)
+            else:
+                x = project(model, diffusion, ref, cfg.projection, generator=gens, lowpass=lpf)  # (B, 3, S, S)
             x = x.cpu()
             if grid is not None and b == 0:
                 with torch.no_grad():
@@ -253,7 +257,13 @@ def load_projector(cfg: AlignConfig, device: torch.device) -> tuple[torch.nn.Mod
     diffusion = create_diffusion_from_flags(cfg.model_flags, cfg.timestep_respacing)
     model = create_model(**model_kwargs(cfg.model_flags))
     load_adm_checkpoint(model, cfg.model_path, allow_pickle=cfg.allow_pickle)
-    model = prepare_model(model.to(device), cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile)
+    model = prepare_model(
+        model.to(device),
+        cfg.precision,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        compile_mode=cfg.compile_mode,
+    )
     return model, diffusion
 
 
@@ -261,7 +271,7 @@ def align(cfg: AlignConfig) -> dict[str, Any]:
     """The align stage as ``align/project.py`` runs it: one projector, one layout, any number of ranks."""
     info = dist.init_distributed(cfg.device)
     try:
-        cfg = cfg.resolved(info.device.type)
+        cfg = cfg.on_device(info.device.type)
         if cfg.model_flags.get("use_fp16") and cfg.precision != "fp16":
             log(f"align: --use_fp16 True but running in {cfg.precision} (fp16 is the default on CUDA only)")
         model, diffusion = load_projector(cfg, info.device)
