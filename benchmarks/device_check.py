@@ -42,36 +42,21 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark (its baseline pieces)
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' tiny models (--smoke)
 from bench_align import PRESETS as ALIGN_PRESETS  # noqa: E402
 from bench_align import naive_attention  # noqa: E402
+from tiny import TINY_VAE  # noqa: E402
 
 from sda.align import ProjectionConfig  # noqa: E402
 from sda.align.lowpass import LowPass  # noqa: E402
 from sda.align.projection import prepare_model, project, project_reference_style  # noqa: E402
 from sda.diffusion import create_diffusion, randn_like_gen  # noqa: E402
+from sda.gen.models import SD_VAE_CONFIG  # noqa: E402
 from sda.models.adm_flags import create_model  # noqa: E402
 from sda.utils.images import to_uint8  # noqa: E402
 from sda.utils.seed import make_generator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SD_VAE = dict(  # the layout of stabilityai/sd-vae-ft-ema (diffusers AutoencoderKL config)
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    norm_num_groups=32,
-    sample_size=256,
-)
-TINY_VAE = {
-    **SD_VAE,
-    "layers_per_block": 1,
-    "block_out_channels": (8, 8, 8, 8),
-    "norm_num_groups": 4,
-    "sample_size": 32,
-}
 RECIPES = ("ResNet50", "SwinT", "ConvNeXtT", "SwinB", "ConvNeXtB")
 _TINY_SWIN = {"_delete_": True, "embed_dims": 32, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 4, 8]}
 # --smoke: the recipes' smallest relatives (same classes, optimisers, pipelines; minutes less on a CPU)
@@ -98,7 +83,7 @@ SETTINGS = {
         dit_size=256,
         dit_batch=32,
         dit_steps=5,
-        vae=SD_VAE,
+        vae=SD_VAE_CONFIG,
         train_batch=PAPER_BATCH,
         eval_batch=64,
     ),
@@ -371,7 +356,6 @@ def eval_row(name: str, s: dict, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- 4. torchrun through the stages
 def torchrun_rows(device: torch.device, timeout: float) -> list[dict]:
     """gen, align and eval under ``torchrun --nproc_per_node 1`` (NCCL on CUDA, gloo on a CPU) on tiny models."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from tiny import TINY_ADM, adm_cli_flags, make_layout, tiny_dit, tiny_unet  # the tests' tiny models
 
     rows = []

@@ -18,20 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import adm_cli_flags, make_layout, tiny_dit, tiny_unet, tiny_vae
+from tiny import TINY_ADM, adm_cli_flags, make_layout, tiny_dit, tiny_unet, tiny_vae
 
 ROOT = Path(__file__).resolve().parents[1]
-ADM = dict(
-    image_size=32,
-    num_channels=32,
-    num_res_blocks=1,
-    channel_mult="1,2",
-    attention_resolutions="16",
-    learn_sigma=True,
-    num_head_channels=16,
-    resblock_updown=True,
-    use_scale_shift_norm=True,
-)
+ADM = {**TINY_ADM, "image_size": 32, "attention_resolutions": "16"}  # the tiny projector at 32 px
 
 
 def _repo_copy(dst: Path) -> Path:

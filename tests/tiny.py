@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sda.gen.models import SD_VAE_CONFIG
 from sda.models.adm_flags import create_model
 from sda.models.dit import build_dit
 
@@ -64,23 +65,22 @@ def tiny_dit(
     return path
 
 
+# The SD VAE's layout (4 latent channels, 8x downsampling) at a tiny width.
+TINY_VAE = {
+    **SD_VAE_CONFIG,
+    "layers_per_block": 1,
+    "block_out_channels": (8,) * 4,
+    "norm_num_groups": 4,
+    "sample_size": 32,
+}
+
+
 def tiny_vae(path: Path) -> Path:
-    """A tiny AutoencoderKL with the SD VAE's interface (4 latent channels, 8x downsampling), saved locally."""
+    """A tiny AutoencoderKL with the SD VAE's interface, saved locally as a diffusers folder."""
     from diffusers.models import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    vae.save_pretrained(path)
+    AutoencoderKL(**TINY_VAE).save_pretrained(path)
     return path
 
 

@@ -13,6 +13,18 @@ from sda.utils.checkpoint import extract_state_dict, load_state_dict_strict, saf
 from sda.utils.errors import UserError
 
 VAE_SCALE = 0.18215  # latent scale of the Stable Diffusion VAE (DiT decodes vae.decode(z / VAE_SCALE))
+# The layout of stabilityai/sd-vae-ft-ema / -mse (the diffusers AutoencoderKL config of the released files).
+SD_VAE_CONFIG: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    norm_num_groups=32,
+    sample_size=256,
+)
 
 
 def load_dit(

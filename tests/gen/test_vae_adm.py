@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import tiny_vae
 
 from sda.gen import GenConfig, generate
 from sda.gen import models as gen_models
@@ -18,23 +19,7 @@ from sda.utils.errors import UserError
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory) -> Path:
     """A tiny AutoencoderKL with the SD VAE's interface (4 latent channels, 8x downsampling), saved locally."""
-    from diffusers.models import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    path = tmp_path_factory.mktemp("vae") / "sd-vae-ft-ema"
-    vae.save_pretrained(path)
-    return path
+    return tiny_vae(tmp_path_factory.mktemp("vae") / "sd-vae-ft-ema")
 
 
 def test_local_vae_decodes_latents_of_the_right_shape(vae_dir):
