@@ -55,6 +55,17 @@ class TrainSettings:
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 50
+    class_dropout: float = 0.0  # share of labels replaced by the null class (index num_classes) for CFG
+    num_classes: int = 0  # the null class's index when class_dropout > 0
+
+
+def drop_labels(y: torch.Tensor, step: int, s: TrainSettings) -> torch.Tensor:
+    """DiT's label dropout for classifier-free guidance: each label becomes the null class ``s.num_classes``
+    with probability ``s.class_dropout``, from a generator of its own (the other draws stay as without)."""
+    if s.class_dropout <= 0:
+        return y
+    drop = torch.rand(len(y), generator=make_generator(image_seed(s.seed, "labels", step))) < s.class_dropout  # (B,)
+    return torch.where(drop.to(y.device), torch.full_like(y, s.num_classes), y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +220,7 @@ def train(
     while step < s.steps:
         idx = batch_at(step, len(x), s)  # (B,)
         x0 = x[idx].to(device)  # (B, C, H, W)
-        model_kwargs = {} if y is None else {"y": y[idx].to(device)}
+        model_kwargs = {} if y is None else {"y": drop_labels(y[idx], step, s).to(device)}
         gen = make_generator(image_seed(s.seed, "step", step))
         t = sample_timesteps(len(idx), diffusion.num_timesteps, gen, device)  # (B,)
         noise = randn_like_gen(x0.shape, gen, device, x0.dtype)  # (B, C, H, W)
@@ -307,6 +318,8 @@ class TrainRun:
             seed=args.seed,
             ckpt_every=args.ckpt_every,
             log_every=args.log_every,
+            class_dropout=getattr(args, "class_dropout", 0.0),
+            num_classes=getattr(args, "num_classes", None) or 0,
         )
         return cls(
             data_dir=Path(args.data_dir),

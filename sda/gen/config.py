@@ -109,8 +109,6 @@ class GenConfig:
         object.__setattr__(self, "class_list", parse_classes(self.classes, self.num_classes))
 
     def _check_adm(self, adm: dict[str, Any]) -> None:
-        if self.cfg_scale > 1.0:
-            raise UserError("ADM has no null class for classifier-free guidance; use --cfg-scale 1.0")
         if self.precision == "fp64":
             raise UserError("--precision fp64 is for DiT only (the UNet embeds timesteps in float32); use fp32")
         if adm.get("predict_xstart") and adm.get("predict_v"):

@@ -62,14 +62,30 @@ def load_dit(
 def load_adm(
     flags: dict[str, Any], ckpt: str | os.PathLike, *, num_classes: int, allow_pickle: bool = False
 ) -> nn.Module:
-    """A class-conditional guided-diffusion UNet from its flags and checkpoint (fp16 torso if use_fp16)."""
-    from sda.models.adm_flags import create_model, load_adm_checkpoint, model_kwargs
+    """A class-conditional guided-diffusion UNet from its flags and checkpoint (fp16 torso if use_fp16).
 
-    model = create_model(**{**model_kwargs(flags), "num_classes": num_classes})
-    load_adm_checkpoint(model, ckpt, allow_pickle=allow_pickle)
+    A label table of ``num_classes + 1`` rows holds a null class (index ``num_classes``; trained with
+    ``gen/train.py --class_dropout``): the model then serves classifier-free guidance.
+    """
+    from sda.models.adm_flags import create_model, model_kwargs
+
+    sd = extract_state_dict(safe_load(ckpt, allow_pickle=allow_pickle))
+    table = sd.get("label_emb.weight")
+    rows = num_classes + 1 if table is not None and table.shape[0] == num_classes + 1 else num_classes
+    model = create_model(**{**model_kwargs(flags), "num_classes": rows})
+    load_state_dict_strict(model, sd, what=str(ckpt))
     if flags.get("use_fp16"):
         model.convert_to_fp16()  # as the reference does
     return model.eval()
+
+
+def has_null_class(model: nn.Module, num_classes: int) -> bool:
+    """Whether a gen model can do classifier-free guidance: a DiT trained with label dropout, or an ADM whose
+    label table has the extra null row."""
+    if hasattr(model, "y_embedder"):
+        return model.y_embedder.dropout_prob > 0
+    table = getattr(model, "label_emb", None)
+    return table is not None and table.num_embeddings == num_classes + 1
 
 
 def load_vae(path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):

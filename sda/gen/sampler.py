@@ -16,7 +16,8 @@ from torch import nn
 
 from sda.diffusion import create_diffusion, randn_like_gen
 from sda.gen.config import GenConfig
-from sda.gen.models import VAE_SCALE, load_adm, load_dit, load_vae
+from sda.gen.models import VAE_SCALE, has_null_class, load_adm, load_dit, load_vae
+from sda.models.dit import forward_with_cfg
 from sda.utils.errors import UserError
 from sda.utils.images import to_uint8
 from sda.utils.precision import autocast, compute_dtype
@@ -47,7 +48,8 @@ class Sampler:
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.precision, self.device.type):
             if self.cfg_scale > 1.0:
-                out = self.model.forward_with_cfg(x, t, y, self.cfg_scale, self.cfg_channels)  # (2N, C_out, H, W)
+                n_guided = 3 if self.cfg_channels == "3" else self.in_channels
+                out = forward_with_cfg(self.model, x, t, y, self.cfg_scale, n_guided)  # (2N, C_out, H, W)
             else:
                 out = self.model(x, t, y)  # (N, C_out, H, W)
         return out.to(x.dtype)
@@ -102,9 +104,10 @@ def build_sampler(cfg: GenConfig, device: torch.device) -> Sampler:
             learn_sigma=cfg.learn_sigma,
             allow_pickle=cfg.allow_pickle,
         )
-        if cfg.cfg_scale > 1.0 and model.y_embedder.dropout_prob == 0:
-            raise UserError(f"checkpoint {ckpt} has no null class (trained without label dropout); use --cfg-scale 1.0")
         diffusion = create_diffusion(str(cfg.num_sampling_steps), learn_sigma=cfg.learn_sigma)
+    if cfg.cfg_scale > 1.0 and not has_null_class(model, cfg.num_classes):
+        how = "gen/train.py --model ADM --class_dropout 0.1" if cfg.is_adm else "label dropout"
+        raise UserError(f"checkpoint {ckpt} has no null class (train it with {how}); use --cfg-scale 1.0")
     dtype = compute_dtype(cfg.precision)
     model = model.to(device)
     if cfg.precision == "fp64":

@@ -294,21 +294,31 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """Classifier-free guidance on a doubled batch: x = [x_c; x_u], y = [labels; null class].
 
-        Only the first half of x is used (both halves are predicted from it); the guided epsilon
-        ``uncond + cfg_scale * (cond - uncond)`` is returned for both halves. ``cfg_channels="3"``
-        guides output channels 0-2 only, as the official DiT does (for 4-channel latents the 4th
-        epsilon channel stays conditional); ``"all"`` guides every epsilon channel (diffusers).
-        The variance channels are never guided.
+        ``cfg_channels="3"`` guides output channels 0-2 only, as the official DiT does (for 4-channel latents
+        the 4th epsilon channel stays conditional); ``"all"`` guides every epsilon channel (diffusers). The
+        variance channels are never guided. See :func:`forward_with_cfg`.
         """
-        half = x[: len(x) // 2]  # (N/2, C, H, W)
-        combined = torch.cat([half, half], dim=0)  # (N, C, H, W)
-        model_out = self.forward(combined, t, y)  # (N, C_out, H, W)
         n_guided = 3 if cfg_channels == "3" else self.in_channels
-        eps, rest = model_out[:, :n_guided], model_out[:, n_guided:]  # (N, g, H, W), (N, C_out - g, H, W)
-        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)  # (N/2, g, H, W) each
-        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)  # (N/2, g, H, W)
-        eps = torch.cat([half_eps, half_eps], dim=0)  # (N, g, H, W)
-        return torch.cat([eps, rest], dim=1)  # (N, C_out, H, W)
+        return forward_with_cfg(self, x, t, y, cfg_scale, n_guided)
+
+
+def forward_with_cfg(
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, n_guided: int
+) -> torch.Tensor:
+    """DiT's classifier-free guidance for any class-conditional model ``model(x, t, y)`` (a DiT, or an ADM
+    whose label table has a null row) on a doubled batch x = [x_c; x_u], y = [labels; null class].
+
+    Only the first half of x is used (both halves are predicted from it); the first ``n_guided`` output
+    channels become ``uncond + cfg_scale * (cond - uncond)`` in both halves, the rest stay conditional.
+    """
+    half = x[: len(x) // 2]  # (N/2, C, H, W)
+    combined = torch.cat([half, half], dim=0)  # (N, C, H, W)
+    model_out = model(combined, t, y)  # (N, C_out, H, W)
+    eps, rest = model_out[:, :n_guided], model_out[:, n_guided:]  # (N, g, H, W), (N, C_out - g, H, W)
+    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)  # (N/2, g, H, W) each
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)  # (N/2, g, H, W)
+    eps = torch.cat([half_eps, half_eps], dim=0)  # (N, g, H, W)
+    return torch.cat([eps, rest], dim=1)  # (N, C_out, H, W)
 
 
 def _config(depth: int, hidden_size: int, patch_size: int, num_heads: int) -> Callable[..., DiT]:

@@ -236,3 +236,63 @@ def test_same_command_gives_the_same_weights(tmp_path, script, extra):
         out[run] = safe_load(tmp_path / f"{run}.pt")
     assert all(torch.equal(out["a"][k], out["b"][k]) for k in out["a"])
     assert not all(torch.equal(out["a"][k], out["c"][k]) for k in out["a"])
+
+
+def test_drop_labels_rate_seed_and_null_index():
+    from sda.diffusion.training import drop_labels
+
+    y = torch.arange(10).repeat(100)  # (1000,)
+    off = TrainSettings(steps=1, class_dropout=0.0, num_classes=10)
+    assert drop_labels(y, 0, off) is y
+    s = TrainSettings(steps=1, class_dropout=0.1, num_classes=10, seed=3)
+    a, b = drop_labels(y, 5, s), drop_labels(y, 5, s)
+    assert torch.equal(a, b) and not torch.equal(a, drop_labels(y, 6, s))  # seeded per step
+    dropped = a == 10
+    assert 0.07 < dropped.float().mean() < 0.13 and torch.equal(a[~dropped], y[~dropped])
+
+
+def test_adm_class_dropout_adds_a_null_row_and_cfg_samples(tmp_path):
+    from sda.gen import GenConfig
+    from sda.gen import sampler as gen_sampler
+    from sda.utils.errors import UserError
+
+    data = _image_folder(tmp_path / "data")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**TINY_ADM, "steps": 2}))
+
+    def argv(results: str, *extra: str) -> list[str]:
+        return ["--config", str(cfg), "--data_dir", str(data), "--results_dir", str(tmp_path / results), *extra]
+
+    train_py = _load_script("gen/train.py")
+    train_py.main(argv("r", "--model", "ADM", "--export", str(tmp_path / "cfg.pt"), "--class_dropout", "0.1"))
+    assert safe_load(tmp_path / "cfg.pt")["label_emb.weight"].shape[0] == 3  # 2 classes + the null class
+    with pytest.raises(UserError, match="--class_dropout is for --model ADM"):
+        train_py.main(argv("d", "--model", "DiT-S/4", "--image_size", "8", "--class_dropout", "0.1"))
+    train_py.main(argv("r0", "--model", "ADM", "--export", str(tmp_path / "plain.pt")))
+    flags = [f"--{k}={v}" for k, v in TINY_ADM.items() if k in ("num_channels", "num_res_blocks", "channel_mult",
+             "attention_resolutions", "num_heads", "learn_sigma", "use_scale_shift_norm")]  # fmt: skip
+    base = ["--model", "ADM", "--image-size", "8", "--num-classes", "2", "--num-sampling-steps", "2", "--device", "cpu"]
+    base += ["--class_cond", "True", "--resblock_updown", "False", "--num_head_channels", "-1", *flags]
+    guided = gen_sampler.build_sampler(
+        GenConfig.from_argv([*base, "--ckpt", str(tmp_path / "cfg.pt"), "--cfg-scale", "3"]), torch.device("cpu")
+    )
+    images = guided.sample([0, 1], [0, 1])
+    assert images.shape == (2, 8, 8, 3) and images.dtype == torch.uint8
+    plain = GenConfig.from_argv([*base, "--ckpt", str(tmp_path / "plain.pt"), "--cfg-scale", "3"])
+    with pytest.raises(UserError, match="no null class .*--class_dropout 0.1"):
+        gen_sampler.build_sampler(plain, torch.device("cpu"))
+
+
+def test_generic_cfg_equals_dit_guidance():
+    from sda.models.dit import build_dit, forward_with_cfg
+
+    torch.manual_seed(0)
+    dit = build_dit("DiT-S/4", input_size=8, in_channels=4, num_classes=3, learn_sigma=True).eval()
+    x = torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1)  # (4, 4, 8, 8)
+    t, y = torch.tensor([5, 5, 5, 5]), torch.tensor([0, 2, 3, 3])
+    with torch.no_grad():
+        out = forward_with_cfg(dit, x, t, y, 4.0, 3)
+        cond, uncond = dit(x, t, y).chunk(2)
+    assert torch.allclose(out[:2, :3], uncond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]), atol=1e-5)
+    assert torch.equal(out[:2, 3:], cond[:, 3:]) and torch.equal(out[:2], out[2:])  # the 4th and var channels stay
+    assert torch.equal(out, dit.forward_with_cfg(x, t, y, 4.0, "3"))
