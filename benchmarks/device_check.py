@@ -550,12 +550,16 @@ def table(report: dict[str, Any]) -> str:
     return head + f", {report['seconds']} s\n" + "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny models on a CPU: the same code paths, in seconds")
     p.add_argument("--out", default="device_check.json", help="the JSON report")
     p.add_argument("--budget", type=float, default=420.0, help="seconds after which the remaining sections are skipped")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if not args.smoke and device.type != "cuda":
         print("error: no CUDA GPU is visible; run with --smoke to check the code paths on a CPU", file=sys.stderr)

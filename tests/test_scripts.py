@@ -124,10 +124,12 @@ def accept(entry: str, args: list[str]) -> None:
     }
     if entry in configs:
         configs[entry](args)
-    elif entry.startswith("benchmarks/"):
-        _load(entry).parse_args(args)
     else:
-        _load(entry).build_parser().parse_args(args)
+        module = _load(entry)
+        if hasattr(module, "build_parser"):
+            module.build_parser().parse_args(args)
+        else:
+            module.parse_args(args)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
