@@ -44,7 +44,8 @@ def test_two_align_processes_on_one_folder(fault_inputs, tmp_path: Path) -> None
     deadline = time.time() + 60
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert lock.exists(), "the first run did not claim its folder"
+    os.killpg(first.pid, signal.SIGSTOP)  # alive but paused: the claim holds however slow the second start is
+    assert lock.exists() and first.poll() is None, "the first run did not claim its folder"
     second = subprocess.run(align_cmd(fault_inputs, out, "batch"), env=ENV, capture_output=True, text=True)
     assert second.returncode == 2 and "is being written by another run" in second.stderr
     os.killpg(first.pid, signal.SIGKILL)  # the holder dies ...
