@@ -1,7 +1,7 @@
 """Train the unconditional ADM UNet that the align stage projects with (guided-diffusion's image_train).
 
-    python align/train.py --config configs/mini/adm_uncond.json --data_dir data/mini/train \\
-        --results_dir results/mini/train/adm_uncond --export assets/mini/adm_uncond.pt
+    python align/train.py --config configs/mini/glyphs32/adm_uncond.json --data_dir data/mini/glyphs32/train \\
+        --results_dir results/mini/glyphs32/train/adm_uncond --export assets/mini/glyphs32/adm_uncond.pt
 
 Model flags are guided-diffusion's (``--image_size 32 --num_channels 32 ...``); the exported file is
 the EMA state dict, loadable by ``align/project.py --model_path`` with the same model flags. The

@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _mini_flags() -> dict:
-    """The mini benchmark's unconditional ADM (configs/mini/adm_uncond.json), model flags only."""
-    cfg = json.loads((REPO / "configs" / "mini" / "adm_uncond.json").read_text())
+    """The default mini benchmark's projector (configs/mini/glyphs32/adm_uncond.json), model flags only."""
+    cfg = json.loads((REPO / "configs" / "mini" / "glyphs32" / "adm_uncond.json").read_text())
     return model_kwargs({k: cfg[k] for k in MODEL_FLAG_DEFAULTS if k in cfg})
 
 
@@ -70,7 +70,7 @@ PRESETS = {
         use_scale_shift_norm=True,
     ),
     "adm256": {**model_kwargs(ADM_FLAGS["256_uncond"]), "use_fp16": False},
-    "mini": None,  # read from configs/mini/adm_uncond.json
+    "mini": None,  # read from configs/mini/glyphs32/adm_uncond.json
 }
 # Per-preset defaults for --batch_size, --steps (N) and --timestep_respacing. The mini preset is the demo's
 # projection in full (50 respaced steps, N=25, batches of 10), so its images/s is the demo's rate.

@@ -1,6 +1,6 @@
 # A tiny recipe for 32x32 images (tests, the mini benchmark): a narrow CIFAR-style ResNet-18
 # (width 8, BatchNorm, 0.18M parameters) fine-tuned like ResNet50.py, scaled down so that it runs on a
-# laptop CPU in seconds. The source model comes from configs/mini/classifier_scratch.py.
+# laptop CPU in seconds. The source models come from configs/mini/<benchmark>/classifier_scratch.py.
 _base_ = ["mmpretrain::_base_/default_runtime.py"]
 
 num_classes = 10
@@ -19,7 +19,7 @@ model = dict(
     ),
 )
 
-load_from = "assets/mini/classifier.pth"  # the mini benchmark's source model
+load_from = "assets/mini/glyphs32/classifier.pth"  # the default mini benchmark's source model
 
 # digits: no flips; small shifts instead of RandomResizedCrop
 train_pipeline = [
@@ -33,7 +33,7 @@ test_pipeline = [
     dict(type="Resize", scale=(32, 32)),
     dict(type="PackInputs"),
 ]
-data_root = "data/mini/DiT-Syn"
+data_root = "results/mini/glyphs32/seed0/DiT-Syn"
 train_dataloader = dict(
     batch_size=64,
     num_workers=0,

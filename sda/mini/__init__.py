@@ -1,1 +1,1 @@
-"""The embedded mini benchmark: digits data and the small source models' settings."""
+"""The mini benchmarks (glyphs32, digits): data, settings, the per-seed pipeline, gates, source models, report."""

@@ -1,4 +1,4 @@
-"""The mini benchmark's data: scikit-learn's 8x8 digits as 32x32 RGB PNGs in class-folder layout.
+"""The ``digits`` mini benchmark's data: scikit-learn's 8x8 digits as 32x32 RGB PNGs in class-folder layout.
 
 The digits ship inside scikit-learn (1797 images, 10 classes, values 0..16), so nothing is
 downloaded. Each 8x8 grid is upsampled by 4 with the cubic kernel (Keys, a = -0.5) of the
@@ -12,7 +12,7 @@ Layout written by :func:`prepare_digits`::
 
 ``train`` is the source-train split (the only data the source models see), ``val`` chooses the
 settings, ``test`` is the target-test split. The "-C" sets are built from val/test by
-:func:`build_corrupted_splits` into ``<out>/<split>-C/<corruption>/<severity>/<class>/<file>.png``.
+:func:`sda.mini.data.build_corrupted_splits`.
 """
 
 from __future__ import annotations
@@ -103,53 +103,3 @@ def prepare_digits(
     }
     write_json(out / "split.json", summary)
     return summary
-
-
-def build_corrupted_splits(
-    out: str | os.PathLike,
-    splits: Sequence[str] = ("val", "test"),
-    corruptions: Sequence[str] | None = None,
-    severities: Sequence[int] = (5,),
-    seed: int = 0,
-    workers: int = 1,
-) -> list[Path]:
-    """Build ``<out>/<split>-C`` from ``<out>/<split>`` with the eval stage's ImageNet-C builder.
-
-    CIFAR-10-C severity profile (sized for 32 px), PNG, ImageNet-C layout
-    ``<corruption>/<severity>/<class>/<file>.png``. ``corruptions=None`` means all 15.
-    """
-    from sda.eval.builders import CorruptedSet, build_corrupted_set
-
-    built = []
-    for name in splits:
-        src = Path(out) / name
-        if not src.is_dir():
-            raise UserError(f"{src} not found; run mini/prepare_data.py --out {out} first")
-        spec = CorruptedSet(
-            src=src,
-            out=Path(out) / f"{name}-C",
-            corruptions=tuple(corruptions) if corruptions is not None else "all",
-            severities=tuple(severities),
-            profile="cifar",
-            fmt="png",
-            seed=seed,
-            workers=workers,
-        )
-        build_corrupted_set(spec)
-        built.append(spec.out)
-    return built
-
-
-def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
-    """Copy the first ``per_class`` sorted images of each class folder of ``src`` into ``dst`` (kept if there)."""
-    import shutil
-
-    from sda.utils.io import list_images
-
-    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
-        for rel in list_images(cls)[:per_class]:
-            target = dst / cls.name / rel
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cls / rel, target)
-    return dst

@@ -1,20 +1,21 @@
-"""Train the mini benchmark's three source models from scratch, check their quality gates, write the manifest.
+"""Train a mini benchmark's source models from scratch, measure its premise gates, write the manifest.
 
-Everything is trained on the clean ``train`` split only, with the project's own entry points:
+Everything is trained on the clean ``train`` split only, with the project's own entry points (``<b>`` is the
+benchmark's name; paths relative to the repository):
 
-1. ``data/mini/{train,val,test}`` (digits, seed 0; ``sda.mini.data``);
-2. ``align/train.py --config configs/mini/adm_uncond.json`` -> ``assets/mini/adm_uncond.pt`` and
-   ``gen/train.py --model ADM --config configs/mini/adm_cond.json`` -> ``assets/mini/adm_cond.pt``
-   (run side by side, one thread each; EMA weights as plain state dicts);
-3. ``finetune/train.py configs/mini/classifier_scratch.py --data-root data/mini/train`` ->
-   ``assets/mini/classifier.pth`` (mmpretrain format).
+1. ``data``: ``data/mini/<b>/{train,val,test}`` and ``split.json`` (``sda.mini.digits`` / ``sda.mini.glyphs``);
+2. ``projector``, ``generator``: ``align/train.py --config configs/mini/<b>/adm_uncond.json`` ->
+   ``adm_uncond.pt`` and ``gen/train.py --model ADM --config configs/mini/<b>/adm_cond.json`` -> ``adm_cond.pt``,
+   side by side (one thread each) when both are asked for; EMA weights as plain state dicts;
+3. ``classifier``: ``finetune/train.py configs/mini/<b>/classifier_scratch.py`` -> ``classifier.pth``;
+4. ``lowpass``: the same recipe on the train split passed through DDA's low-pass filter (factor D of the
+   benchmark's settings) -> ``classifier_lowpass.pth`` (gate e);
+5. ``oracle``: a stratified train subset projected with the benchmark's DDA settings, then the source
+   classifier fine-tuned on it with the benchmark's SDA recipe (``finetune_config``) -> ``oracle.pth``
+   (gate d, and the table's Oracle column);
+6. ``gates``: gates (a)-(e) on the validation split (more images than a demo run measures them on).
 
-Quality gates, measured on the validation split only (the test split is never read here):
-(a) the source classifier's accuracy on the generator's raw samples, per class (gate: >= 90% each);
-(b) its accuracy on noise-corrupted val images (CIFAR-10-C severity 5) before and after DDA's
-    projection with the unconditional model (gate: higher after);
-(c) its accuracy on projected clean val images (recorded: the source/synthetic misalignment).
-``assets/mini/MANIFEST.json`` records commands, seeds, split, versions, hashes, times and gates.
+``assets/mini/<b>/MANIFEST.json`` records commands, seeds, split hash, versions, hashes, times and gates.
 """
 
 from __future__ import annotations
@@ -26,45 +27,66 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from sda.mini.data import stratified_subset
-from sda.mini.gates import classify_folder, load_source_classifier
-from sda.mini.pipeline import ADM_CONFIGS, SOURCE_MODELS, adm_config, adm_flags, adm_model_flags, cli
+from sda.mini import gates as G
+from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, get_benchmark
+from sda.mini.data import lowpass_folder, lowpass_uint8, stratified_subset
+from sda.mini.pipeline import cli, finetune_cmd
 from sda.mini.procs import ROOT, StageRunner
 from sda.utils.checkpoint import file_sha256, safe_load
-from sda.utils.layout import NOISE_CORRUPTIONS
 from sda.utils.provenance import versions
 
-CONFIGS = {f"adm_{k}": v for k, v in ADM_CONFIGS.items()}  # adm_uncond, adm_cond
-CLASSIFIER_CONFIG = "configs/mini/classifier_scratch.py"
-CLASSIFIER_EPOCHS = 50  # chosen on val: 15 epochs gave 92.8% clean val top-1, 50 epochs 99.2%
-# Settings of the gates = the demo's sampling and projection settings (chosen on val).
-GATE_SAMPLING_STEPS = 50
-GATE_IMAGES_PER_CLASS = 50
-PROJECTION = {"timestep_respacing": "50", "N": 25, "D": 4, "scale": 6.0, "guidance_norm": "batch", "batch_size": 10}
-GATE_VAL_PER_CLASS = 1000  # val images per class projected for gates (b) and (c): all of them
+STEPS = ("data", "projector", "generator", "classifier", "lowpass", "oracle", "gates")
+STEP_OF = {"uncond": "projector", "cond": "generator"}
+GATE_IMAGES_PER_CLASS = 50  # (a): generator samples per class
+GATE_B_PER_CLASS = 5  # (b): val images per class and corruption (noise, blur, pixelate at the main severity)
+GATE_CD_PER_CLASS = 30  # (c), (d): clean val images per class
 
 
-def model_flags(name: str) -> dict[str, Any]:
-    """The model (and diffusion) flags of a mini diffusion config, with its class count, without training settings."""
-    cfg = adm_config(name.removeprefix("adm_"))
+@dataclass(frozen=True)
+class SourcesRun:
+    """What ``mini/train_sources.py`` does: the ``steps`` of one benchmark (all by default)."""
+
+    benchmark: str = "glyphs32"
+    data: Path | None = None  # default data/mini/<benchmark>
+    results: Path | None = None  # default results/mini/<benchmark>/train
+    assets: Path | None = None  # default assets/mini/<benchmark>
+    seed: int = 0
+    steps: tuple[str, ...] = STEPS
+    threads: int = 2
+
+    @property
+    def bench(self) -> Benchmark:
+        return get_benchmark(self.benchmark)
+
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        b = self.bench
+        return (self.data or b.data, self.results or Path("results/mini") / b.name / "train", self.assets or b.assets)
+
+
+def model_flags(bench: Benchmark, which: str) -> dict[str, Any]:
+    """The model (and diffusion) flags of an ADM config, with its class count, without training settings."""
+    cfg = bench.adm_config(which)
     extra = {"num_classes": cfg["num_classes"]} if "num_classes" in cfg else {}
-    return {**adm_model_flags(name.removeprefix("adm_")), **extra}
+    return {**bench.adm_model_flags(which), **extra}
 
 
 # ---------------------------------------------------------------------------------------------
-# training
+# training commands
 
 
-def training_commands(data: Path, results: Path, assets: Path) -> dict[str, list[str]]:
-    """The three training commands (arguments after ``python``)."""
+def training_commands(run: SourcesRun) -> dict[str, list[str]]:
+    """Every training command (arguments after ``python``), by the asset it makes."""
+    b, (data, results, assets) = run.bench, run.paths
+    s = b.settings
     train = data / "train"
+    scratch = dict(no_validate_=True)
     return {
         "adm_uncond": cli(
             "align/train.py",
-            config=CONFIGS["adm_uncond"],
+            config=b.adm_config_path("uncond"),
             data_dir=train,
             results_dir=results / "adm_uncond",
             export=assets / "adm_uncond.pt",
@@ -72,125 +94,182 @@ def training_commands(data: Path, results: Path, assets: Path) -> dict[str, list
         "adm_cond": cli(
             "gen/train.py",
             model="ADM",
-            config=CONFIGS["adm_cond"],
+            config=b.adm_config_path("cond"),
             data_dir=train,
             results_dir=results / "adm_cond",
             export=assets / "adm_cond.pt",
         ),
         "classifier": cli(
             "finetune/train.py",
-            CLASSIFIER_CONFIG,
+            b.classifier_scratch,
             data_root_=train,
-            work_dir_=results / "classifier" / "work",
-            final_ckpt_=results / "classifier" / "classifier.pth",
-            no_validate_=True,
+            work_dir_=results / "classifier",
+            final_ckpt_=results / "classifier.pth",
+            **scratch,
+        ),
+        "classifier_lowpass": cli(
+            "finetune/train.py",
+            b.classifier_scratch,
+            data_root_=data / f"train_lowpass_D{s.D}",
+            work_dir_=results / "classifier_lowpass",
+            final_ckpt_=results / "classifier_lowpass.pth",
+            **scratch,
         )
-        + ["--cfg-options", f"train_cfg.max_epochs={CLASSIFIER_EPOCHS}"],
+        + ["--cfg-options", f"train_cfg.max_epochs={b.lowpass_epochs}"],
+        "oracle_projection": cli(
+            "align/project.py",
+            *b.adm_flags("uncond"),
+            model_path=assets / "adm_uncond.pt",
+            base_samples=data / f"train{b.oracle_train_per_class}",
+            datatype="D",
+            save_dir=results / "oracle_train",
+            timestep_respacing=s.respacing,
+            N=s.N,
+            D=s.D,
+            scale=s.scale,
+            guidance_norm_=s.guidance_norm,
+            batch_size=s.align_batch,
+            seed=run.seed,
+            lossless=True,
+            device="cpu",
+        ),
+        "oracle": finetune_cmd(
+            b,
+            s,
+            assets / "classifier.pth",
+            results / "oracle_train" / "DiT-Syn",
+            results / "oracle",
+            results / "oracle.pth",
+            run.seed,
+        ),
     }
 
 
-def train_sources(data: Path, results: Path, assets: Path) -> dict[str, Any]:
-    """The two diffusion models side by side (one thread each), then the classifier; returns commands and times."""
-    cmds = training_commands(data, results, assets)
-    run = StageRunner(results, threads=2)
-    run.parallel("diffusion", [(k, cmds[k]) for k in ("adm_uncond", "adm_cond")])
-    run.parallel("classifier", [("classifier", cmds["classifier"])])
+def train_steps(run: SourcesRun) -> dict[str, float]:
+    """The training steps of ``run.steps`` in order (classifiers are copied into the assets folder without the
+    config the trainer writes beside them); returns seconds per job."""
+    b, (data, results, assets) = run.bench, run.paths
+    cmds = training_commands(run)
+    runner = StageRunner(results / "logs", threads=run.threads)
     assets.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(results / "classifier" / "classifier.pth", assets / "classifier.pth")
-    return {"commands": {k: " ".join(["python", *v]) for k, v in cmds.items()}, "seconds": run.job_seconds}
+    diffusion = [(f"adm_{k}", cmds[f"adm_{k}"]) for k in ("uncond", "cond") if STEP_OF[k] in run.steps]
+    if diffusion:
+        runner.parallel("diffusion", diffusion)
+    if "classifier" in run.steps:
+        runner.parallel("classifier", [("classifier", cmds["classifier"])])
+        shutil.copyfile(results / "classifier.pth", assets / "classifier.pth")
+    if "lowpass" in run.steps:
+        lowpass_folder(data / "train", data / f"train_lowpass_D{b.settings.D}", b.settings.D)
+        runner.parallel("lowpass", [("classifier_lowpass", cmds["classifier_lowpass"])])
+        shutil.copyfile(results / "classifier_lowpass.pth", assets / "classifier_lowpass.pth")
+    if "oracle" in run.steps:
+        stratified_subset(data / "train", data / f"train{b.oracle_train_per_class}", b.oracle_train_per_class)
+        shutil.rmtree(results / "oracle_train", ignore_errors=True)
+        runner.parallel("oracle", [("oracle_projection", cmds["oracle_projection"])])
+        runner.parallel("oracle", [("oracle", cmds["oracle"])])
+        shutil.copyfile(results / "oracle.pth", assets / "oracle.pth")
+    return {k: round(v, 1) for k, v in runner.job_seconds.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # gates
 
 
-def gate_synthetic(
-    assets: Path, work: Path, classifier: torch.nn.Module, seed: int = 0, per_class: int = GATE_IMAGES_PER_CLASS
-) -> dict[str, Any]:
-    """(a): sample with gen/sample.py (its pixel-space default, clip_denoised on) and score the raw samples."""
+def _project(run: SourcesRun, src: Path, datatype: str, save_dir: Path, corruptions: tuple[str, ...] = ()) -> None:
+    """DDA's projection with the benchmark's settings, in this process."""
+    from sda.align import AlignConfig, ProjectionConfig, project_folder
+    from sda.align.runner import load_projector
+
+    b, (_, _, assets) = run.bench, run.paths
+    s = b.settings
+    flags = model_flags(b, "uncond")
+    cfg = AlignConfig(
+        base_samples=src,
+        datatype=datatype,
+        save_dir=save_dir,
+        image_size=flags["image_size"],
+        projection=ProjectionConfig(N=s.N, D=s.D, scale=s.scale, guidance_norm=s.guidance_norm),
+        batch_size=s.align_batch,
+        seed=run.seed,
+        lossless=True,
+        timestep_respacing=str(s.respacing),
+        model_path=str(assets / "adm_uncond.pt"),
+        model_flags=flags,
+        **({"corruptions": corruptions, "severities": (s.severities[0],)} if datatype == "C" else {}),
+    )
+    model, diffusion = load_projector(cfg, torch.device("cpu"))
+    project_folder(model, diffusion, cfg, device="cpu")
+
+
+def _gate_a_samples(run: SourcesRun, work: Path) -> Path:
+    """Raw generator samples with gen/sample.py's defaults (in this process)."""
     from sda.gen import GenConfig, generate
 
-    flags = model_flags("adm_cond")
-    out = work / "synthetic"
+    b, (_, _, assets) = run.bench, run.paths
+    flags = model_flags(b, "cond")
     argv = cli(
         model="ADM",
         ckpt=assets / "adm_cond.pt",
         image_size_=flags["image_size"],
         num_classes_=flags["num_classes"],
-        num_sampling_steps_=GATE_SAMPLING_STEPS,
-        images_per_class_=per_class,
-        global_seed_=seed,
-        out_dir_=out,
+        num_sampling_steps_=b.settings.sampling_steps,
+        cfg_scale_=b.settings.cfg_scale,
+        images_per_class_=GATE_IMAGES_PER_CLASS,
+        global_seed_=run.seed,
+        out_dir_=work / "synthetic",
         per_proc_batch_size_=100,
         device="cpu",
-        grid_size_=10,
-    ) + adm_flags("cond")
-    t0 = time.time()
+    ) + b.adm_flags("cond")
     generate(GenConfig.from_argv(argv))
-    res = classify_folder(classifier, out)
-    res.update(
-        {
-            "seconds": round(time.time() - t0, 1),
-            "sampling_steps": GATE_SAMPLING_STEPS,
-            "images_per_class": per_class,
-            "command": "python gen/sample.py " + " ".join(argv),
-        }
-    )
-    res["pass"] = bool(min(res["per_class"].values()) >= 90.0)
-    return res
+    return work / "synthetic"
 
 
-def gate_projection(assets: Path, data: Path, work: Path, classifier: torch.nn.Module, seed: int = 0) -> dict:
-    """(b) and (c): project a stratified val subset (noise-corrupted and clean) and score before/after."""
-    from sda.align import AlignConfig, ProjectionConfig, project_folder
-    from sda.align.runner import load_projector
+def measure_gates(run: SourcesRun) -> dict[str, Any]:
+    """Gates (a)-(e) of the models in the assets folder, on the validation split; printed and returned."""
     from sda.eval.builders import CorruptedSet, build_corrupted_set
 
+    b, (data, results, assets) = run.bench, run.paths
+    s, g = b.settings, b.gates
+    work = results / "gates"
+    shutil.rmtree(work, ignore_errors=True)
     t0 = time.time()
-    sub = stratified_subset(data / "val", work / "val_subset", GATE_VAL_PER_CLASS)
-    noisy = CorruptedSet(sub, work / "val_subset-C", NOISE_CORRUPTIONS, (5,), profile="cifar", fmt="png", seed=seed)
+    cfg = ROOT / CLASSIFIER_CONFIG
+    source = G.load_source_classifier(cfg, assets / "classifier.pth")
+    oracle = G.load_source_classifier(cfg, assets / "oracle.pth")
+    lowpass_clf = G.load_source_classifier(cfg, assets / "classifier_lowpass.pth")
+    a = G.gate_a(G.classify_folder(source, _gate_a_samples(run, work)), g)
+    sub_b = stratified_subset(data / "val", work / "val_b", GATE_B_PER_CLASS)
+    noisy = CorruptedSet(sub_b, work / "val_b-C", G.GATE_B_CORRUPTIONS, (s.severities[0],), "cifar", "png", run.seed)
     build_corrupted_set(noisy)
-    flags = model_flags("adm_uncond")
-    projection = ProjectionConfig(N=PROJECTION["N"], D=PROJECTION["D"], scale=PROJECTION["scale"])
-    common = dict(
-        save_dir=work / "projected",
-        image_size=flags["image_size"],
-        projection=projection,
-        batch_size=PROJECTION["batch_size"],
-        seed=seed,
-        lossless=True,
-        timestep_respacing=PROJECTION["timestep_respacing"],
-        model_path=str(assets / "adm_uncond.pt"),
-        model_flags=flags,
+    _project(run, noisy.out, "C", work / "projected", G.GATE_B_CORRUPTIONS)
+    sev = str(s.severities[0])
+    raw = {c: G.classify_folder(source, noisy.out / c / sev)["top1"] for c in G.GATE_B_CORRUPTIONS}
+    proj_root = work / "projected" / "ImageNet-C-Syn"
+    proj = {c: G.classify_folder(source, proj_root / c / sev)["top1"] for c in G.GATE_B_CORRUPTIONS}
+    sub_cd = stratified_subset(data / "val", work / "val_cd", GATE_CD_PER_CLASS)
+    _project(run, sub_cd, "D", work / "projected_clean")
+    projected_clean = work / "projected_clean" / "DiT-Syn"
+    c, d = G.gate_c_d(
+        G.classify_folder(source, sub_cd)["top1"],
+        G.classify_folder(source, projected_clean)["top1"],
+        G.classify_folder(oracle, projected_clean)["top1"],
+        g,
     )
-    c_run = AlignConfig(base_samples=noisy.out, datatype="C", corruptions=NOISE_CORRUPTIONS, severities=(5,), **common)
-    model, diffusion = load_projector(c_run, torch.device("cpu"))
-    project_folder(model, diffusion, c_run, device="cpu")
-    project_folder(model, diffusion, AlignConfig(base_samples=sub, datatype="D", **common), device="cpu")
-    noise = {}
-    for c in NOISE_CORRUPTIONS:
-        raw = classify_folder(classifier, noisy.out / c / "5")["top1"]
-        proj = classify_folder(classifier, work / "projected" / "ImageNet-C-Syn" / c / "5")["top1"]
-        noise[c] = {"source": raw, "projected": proj}
-    mean_raw = round(float(np.mean([v["source"] for v in noise.values()])), 2)
-    mean_proj = round(float(np.mean([v["projected"] for v in noise.values()])), 2)
-    clean = classify_folder(classifier, sub)
-    clean_proj = classify_folder(classifier, work / "projected" / "DiT-Syn")
-    return {
-        "b_noise_val": {
-            **noise,
-            "mean": {"source": mean_raw, "projected": mean_proj},
-            "pass": bool(mean_proj > mean_raw),
-        },
-        "c_clean_val": {
-            "source": clean["top1"],
-            "projected": clean_proj["top1"],
-            "projected_per_class": clean_proj["per_class"],
-        },
-        "n_per_set": clean["n"],
-        "projection": PROJECTION,
-        "seconds": round(time.time() - t0, 1),
+    clean_val = G.classify_folder(source, data / "val")["top1"]
+    lowpassed = G.classify_folder(lowpass_clf, data / "val", transform=lambda x: lowpass_uint8(x, s.D))["top1"]
+    gates = {"a": a, "b": G.gate_b(raw, proj), "c": c, "d": d, "e": G.gate_e(clean_val, lowpassed, g)}
+    gates["premise"] = G.premise(gates)
+    gates["source_on_lowpassed_val"] = G.classify_folder(source, data / "val", lambda x: lowpass_uint8(x, s.D))["top1"]
+    gates["n"] = {
+        "a": GATE_IMAGES_PER_CLASS * 10,
+        "b_per_corruption": GATE_B_PER_CLASS * 10,
+        "c_d": GATE_CD_PER_CLASS * 10,
+        "e": len(list((data / "val").rglob("*.png"))),
     }
+    gates["settings"] = {"respacing": s.respacing, "N": s.N, "D": s.D, "scale": s.scale, "severity": s.severities[0]}
+    gates["seconds"] = round(time.time() - t0, 1)
+    print(G.gate_line(gates))
+    return gates
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,104 +285,86 @@ def asset_info(assets: Path) -> dict[str, Any]:
     return out
 
 
-def model_records(assets: Path) -> dict[str, Any]:
+def model_records(run: SourcesRun) -> dict[str, Any]:
     """What each bundled model is and how it was trained, read from its config (and the weights' size)."""
+    b, (_, _, assets) = run.bench, run.paths
     out: dict[str, Any] = {}
-    for name, kind in (("adm_uncond", "unconditional"), ("adm_cond", "class-conditional, 10 classes")):
-        cfg = adm_config(name.removeprefix("adm_"))
-        rec: dict[str, Any] = {"class": f"sda.models.unet.UNetModel (ADM, {kind})", "config": CONFIGS[name]}
+    for which, kind in (("uncond", "unconditional, the projector"), ("cond", "class-conditional, the generator")):
+        cfg = b.adm_config(which)
+        rec: dict[str, Any] = {
+            "class": f"sda.models.unet.UNetModel (ADM, {kind})",
+            "config": str(b.adm_config_path(which)),
+        }
         rec.update({k: cfg[k] for k in ("steps", "batch_size", "lr", "warmup", "ema_rate", "seed") if k in cfg})
-        rec["model_flags"] = model_flags(name)
-        if (assets / f"{name}.pt").is_file():
-            rec["params"] = int(sum(v.numel() for v in safe_load(assets / f"{name}.pt").values()))
-        out[f"{name}.pt"] = rec
-    out["classifier.pth"] = {
-        "class": "mmpretrain ImageClassifier, ResNet_CIFAR-18 width 8 (configs/finetune/TinyResNet.py)",
-        "epochs": CLASSIFIER_EPOCHS,
+        rec["model_flags"] = model_flags(b, which)
+        if (assets / f"adm_{which}.pt").is_file():
+            rec["params"] = int(sum(v.numel() for v in safe_load(assets / f"adm_{which}.pt").values()))
+        out[f"adm_{which}.pt"] = rec
+    arch = f"mmpretrain ImageClassifier, ResNet_CIFAR-18 width 8 ({CLASSIFIER_CONFIG})"
+    out["classifier.pth"] = {"class": arch, "config": str(b.classifier_scratch), "from_scratch": True}
+    out["classifier_lowpass.pth"] = {
+        "class": arch,
+        "config": str(b.classifier_scratch),
         "from_scratch": True,
+        "data": f"train split through DDA's low-pass filter, D={b.settings.D}",
+        "epochs": b.lowpass_epochs,
+    }
+    out["oracle.pth"] = {
+        "class": arch,
+        "config": b.finetune_config,
+        "load_from": "classifier.pth",
+        "data": f"{b.oracle_train_per_class} train images per class projected with the demo's DDA settings",
     }
     return out
 
 
-@dataclass(frozen=True)
-class SourcesRun:
-    """What ``mini/train_sources.py`` does: train (unless ``gates_only``), measure the gates (unless ``no_gates``)."""
-
-    data: Path = Path("data/mini")
-    results: Path = Path("results/mini/train")
-    assets: Path = Path("assets/mini")
-    seed: int = 0
-    gates_only: bool = False
-    no_gates: bool = False
-    threads: int = 2
-
-
 def _data_record(run: SourcesRun) -> dict[str, Any]:
-    split_file = run.data / "split.json"
+    data = run.paths[0]
+    split_file = data / "split.json"
     split = json.loads(split_file.read_text()) if split_file.is_file() else {}
     return {
-        "command": f"python mini/prepare_data.py --out {run.data} --seed {run.seed}",
+        "command": f"python mini/prepare_data.py --benchmark {run.benchmark} --out {data} --seed {run.seed}",
         "seed": run.seed,
         "dataset": split.get("dataset"),
         "sizes": split.get("sizes"),
         "counts": split.get("counts"),
-        "split_sha256": file_sha256(split_file) if split else None,
+        "split_sha256": split.get("sha256") or (file_sha256(split_file) if split else None),  # glyphs: over pixels
     }
 
 
-def measure_gates(run: SourcesRun) -> dict[str, Any]:
-    """Gates (a)-(c) of the models in ``run.assets``, on the validation split; printed and returned."""
-    work = run.results / "gates"
-    shutil.rmtree(work, ignore_errors=True)
-    classifier = load_source_classifier(ROOT / CLASSIFIER_CONFIG, run.assets / "classifier.pth")
-    gates = {"a_synthetic": gate_synthetic(run.assets, work, classifier)}
-    gates.update(gate_projection(run.assets, run.data, work, classifier))
-    gates["clean_val_accuracy"] = classify_folder(classifier, run.data / "val")["top1"]
-    a, b, c = gates["a_synthetic"], gates["b_noise_val"], gates["c_clean_val"]
-    print(
-        f"gate a: classifier on raw samples {a['top1']:.2f}% (min class {min(a['per_class'].values()):.1f}%) "
-        f"-> {'PASS' if a['pass'] else 'FAIL'}"
-    )
-    print(
-        f"gate b: noisy val {b['mean']['source']}% -> projected {b['mean']['projected']}% "
-        f"-> {'PASS' if b['pass'] else 'FAIL'}"
-    )
-    print(f"gate c: clean val {c['source']:.2f}% -> projected {c['projected']:.2f}%")
-    return gates
-
-
 def retrain_sources(run: SourcesRun) -> dict[str, Any]:
-    """Train the three source models (unless ``gates_only``), measure the gates, write ``MANIFEST.json``."""
-    from sda.mini.data import prepare_digits
+    """The steps of ``run`` (train the source models, measure the gates), then ``MANIFEST.json``."""
     from sda.utils.io import write_json
 
+    b, (data, _, assets) = run.bench, run.paths
     torch.set_num_threads(run.threads)
-    manifest_path = run.assets / "MANIFEST.json"
+    manifest_path = assets / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     t0 = time.time()
-    if not run.gates_only:
-        prepare_digits(run.data, seed=run.seed)
-        info = train_sources(run.data, run.results, run.assets)
-        manifest["train_seconds"] = {k: round(v, 1) for k, v in info["seconds"].items()}
-        manifest["retrain_sources_seconds"] = round(time.time() - t0, 1)
-    commands = training_commands(run.data, run.results, run.assets)
+    if "data" in run.steps:
+        b.prepare(data, run.seed)
+    seconds = train_steps(run)
+    if seconds:
+        manifest["train_seconds"] = {**manifest.get("train_seconds", {}), **seconds}
+    commands = training_commands(run)
     manifest.update(
         {
-            "description": "mini benchmark source models, trained from scratch on the clean train split only "
+            "benchmark": b.name,
+            "description": f"{b.description}: source models trained from scratch on the clean train split only "
             "(val chose the settings; test never read)",
             "data": _data_record(run),
-            "configs": {**CONFIGS, "classifier": CLASSIFIER_CONFIG},
+            "configs": [str(p) for p in b.config_files()],
             "commands": {
                 **{k: " ".join(["python", *v]) for k, v in commands.items()},
                 "export_note": "--export writes the EMA weights of the final step as a plain state dict",
             },
-            "retrain_command": "python mini/train_sources.py",
-            "versions": versions("scikit-learn", "mmpretrain", machine=True),
-            "assets": asset_info(run.assets),
-            "models": model_records(run.assets),
+            "retrain_command": f"python mini/train_sources.py --benchmark {b.name}",
+            "versions": versions("scikit-learn", "scikit-image", "matplotlib", "mmpretrain", machine=True),
+            "assets": asset_info(assets),
+            "models": model_records(run),
         }
     )
-    if not run.no_gates:
+    if "gates" in run.steps:
         manifest["gates"] = measure_gates(run)
     write_json(manifest_path, manifest)
     print(f"wrote {manifest_path} ({time.time() - t0:.0f} s)")

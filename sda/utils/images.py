@@ -65,3 +65,51 @@ def tile_grid(
                 tile = tile.resize((cell, cell), Image.NEAREST)
             canvas.paste(tile, (pad + j * (w + pad), pad + i * (h + pad)))
     return canvas
+
+
+def labelled_grid(
+    rows: Sequence[Sequence[Image.Image]],
+    row_labels: Sequence[str],
+    groups: Sequence[tuple[str, int]],
+    cell: int = 64,
+    pad: int = 2,
+    font_size: int = 12,
+) -> Image.Image:
+    """:func:`tile_grid` with a label left of every row and a header over every column group.
+
+    ``groups``: (title, number of columns) from left to right, e.g. ``[("raw", 4), ("projected", 4)]``;
+    a thin gap separates the groups.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    if len(row_labels) != len(rows):
+        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
+    if sum(n for _, n in groups) != max(len(r) for r in rows):
+        raise ValueError(f"column groups {list(groups)} do not cover the {max(len(r) for r in rows)} columns")
+    font = ImageFont.load_default(size=font_size)
+    gap = 3 * pad  # between column groups
+    left = 8 + max(int(font.getlength(t)) for t in row_labels)
+    top = 6 + font_size + 4
+    width = left + sum(n * (cell + pad) for _, n in groups) + gap * (len(groups) - 1) + pad
+    height = top + len(rows) * (cell + pad) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x0s, x = [], left + pad
+    for _, n in groups:
+        x0s.append(x)
+        x += n * (cell + pad) + gap
+    for (title, n), x0 in zip(groups, x0s, strict=True):
+        span = n * (cell + pad) - pad
+        draw.text((x0 + (span - font.getlength(title)) / 2, 4), title, fill="black", font=font)
+        draw.line([(x0, top - 3), (x0 + span, top - 3)], fill="gray")
+    for i, (row, label) in enumerate(zip(rows, row_labels, strict=True)):
+        y = top + pad + i * (cell + pad)
+        draw.text((4, y + (cell - font_size) / 2), label, fill="black", font=font)
+        col = 0
+        for (_, n), x0 in zip(groups, x0s, strict=True):
+            for j in range(n):
+                if col + j < len(row):
+                    tile = row[col + j].convert("RGB").resize((cell, cell), Image.NEAREST)
+                    canvas.paste(tile, (x0 + j * (cell + pad), y))
+            col += n
+    return canvas

@@ -1,30 +1,35 @@
-"""The mini benchmark: unit pieces (fast) and the shortened end-to-end run (slow; CI runs it)."""
+"""The mini benchmarks: unit pieces (fast) and the shortened end-to-end runs (slow; CI runs both)."""
 
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from sda.mini.benchmarks import BENCHMARKS, SOURCE_MODELS, get_benchmark
 from sda.mini.data import stratified_subset
-from sda.mini.pipeline import CONTROL_MODES, QUICK, adm_flags, claim_folder, run_key, top1_table
+from sda.mini.pipeline import COLUMNS, CONTROL_MODES, Seed, claim_folder, diffpure_cmd, eval_cmd, run_key, top1_table
 from sda.models.adm_flags import create_model, model_kwargs_from_args
+from sda.utils.layout import CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_adm_flags_build_the_mini_models():
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_adm_flags_build_the_mini_models(name):
     import argparse
 
     from sda.models.adm_flags import add_model_args
 
+    bench = get_benchmark(name)
     for which in ("uncond", "cond"):
         p = argparse.ArgumentParser()
         add_model_args(p)
-        args, _ = p.parse_known_args(adm_flags(which))
+        args, _ = p.parse_known_args(bench.adm_flags(which))
         model = create_model(**model_kwargs_from_args(args), num_classes=10)
         assert model.image_size == 32 and (model.num_classes is not None) == (which == "cond")
 
@@ -40,96 +45,134 @@ def test_stratified_subset_takes_first_files_per_class(tmp_path):
         assert sorted(p.name for p in (out / f"{c:04d}").iterdir()) == ["000006.png", "000007.png"]
 
 
-def test_top1_table_mean_over_corruptions():
-    rec = {
-        "results": {
-            "a/5": {"corruption": "a", "top1": {"sda": 50.0}},
-            "b/5": {"corruption": "b", "top1": {"sda": 70.0}},
-        }
-    }
-    assert top1_table(rec, "sda") == {"a": 50.0, "b": 70.0, "mean": 60.0}
+def test_top1_table_one_severity_with_mean_and_sub_means():
+    rec = {"results": {}}
+    for i, c in enumerate(CORRUPTIONS):
+        for sev, base in ((5, 0.0), (3, 50.0)):
+            rec["results"][f"{c}/{sev}"] = {"corruption": c, "severity": sev, "top1": {"sda": base + i}}
+    t5 = top1_table(rec, "sda", 5)
+    assert t5["gaussian_noise"] == 0.0 and t5["jpeg_compression"] == 14.0 and t5["mean"] == 7.0
+    assert t5["low_frequency"] == pytest.approx((7 + 8 + 9 + 10 + 11) / 5)  # snow .. contrast
+    assert t5["recoverable"] == pytest.approx((0 + 1 + 2 + 3 + 4 + 5 + 6 + 12 + 13 + 14) / 10)
+    assert top1_table(rec, "sda", 3)["mean"] == 57.0
+    partial = {"results": {"a/5": {"corruption": "gaussian_noise", "severity": 5, "top1": {"m": 40.0}}}}
+    assert top1_table(partial, "m", 5) == {"gaussian_noise": 40.0, "mean": 40.0}  # no sub-mean of a partial family
+
+
+def _seed(tmp_path, name="glyphs32", **changes):
+    bench = get_benchmark(name)
+    assets = tmp_path / "assets"
+    assets.mkdir(exist_ok=True)
+    for n in SOURCE_MODELS:
+        if not (assets / n).exists():
+            (assets / n).write_bytes(n.encode())
+    return Seed(bench, replace(bench.quick, **changes), 0, tmp_path / "seed0", tmp_path / "data", assets)
 
 
 def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
-    import dataclasses
-
     from sda.utils.errors import UserError
 
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    for name in ("adm_uncond.pt", "adm_cond.pt", "classifier.pth"):
-        (assets / name).write_bytes(name.encode())
-    out = tmp_path / "seed0"
-    claim_folder(out, run_key(0, QUICK, assets)).release()
-    claim_folder(out, run_key(0, QUICK, assets)).release()  # same inputs: resumes
+    r = _seed(tmp_path)
+    claim_folder(r.out, run_key(r)).release()
+    claim_folder(r.out, run_key(r)).release()  # same inputs: resumes
     with pytest.raises(
         UserError, match=r"seed0 holds outputs made with other settings \(settings\.scale: 6\.0 -> 3\.0\)"
     ):
-        claim_folder(out, run_key(0, dataclasses.replace(QUICK, scale=3.0), assets))
-    (assets / "adm_cond.pt").write_bytes(b"retrained")
-    with pytest.raises(UserError, match=r"\(sha256\.adm_cond\.pt: .*delete it"):
-        claim_folder(out, run_key(0, QUICK, assets))
-    first = json.loads((out / "run_key.json").read_text())
-    assert first["sha256"]["adm_cond.pt"] != run_key(0, QUICK, assets)["sha256"]["adm_cond.pt"]  # not overwritten
+        claim_folder(r.out, run_key(_seed(tmp_path, scale=3.0)))
+    (r.assets / "oracle.pth").write_bytes(b"retrained")
+    with pytest.raises(UserError, match=r"\(sha256\.oracle\.pth: .*delete it"):
+        claim_folder(r.out, run_key(r))
+    first = json.loads((r.out / "run_key.json").read_text())
+    assert first["sha256"]["oracle.pth"] != run_key(r)["sha256"]["oracle.pth"]  # not overwritten
+    assert "configs/mini/glyphs32/adm_uncond.json" in first["sha256"] and first["benchmark"] == "glyphs32"
+    with pytest.raises(UserError, match="other settings"):
+        claim_folder(r.out, run_key(_seed(tmp_path, name="digits")))  # another benchmark's folder
+
+
+def _flag(cmd, name):
+    return cmd[cmd.index(name) + 1]
+
+
+def test_eval_runs_cover_every_column(tmp_path):
+    r = _seed(tmp_path)
+    test = eval_cmd(r, "test")
+    modes = set(_flag(test, "--ensemble").split(",")) | set(_flag(test, "--tta").split(","))
+    for column, (run, mode) in COLUMNS.items():
+        cmd = eval_cmd(r, run)
+        assert mode in (modes if run == "test" else set(_flag(cmd, "--ensemble").split(","))), column
+        assert _flag(cmd, "--severity") == ",".join(map(str, r.s.severities))
+    assert _flag(eval_cmd(r, "test_oracle"), "--originckpt").endswith("classifier.pth")
+    assert Path(eval_cmd(r, "test_oracle")[2]) == r.assets / "oracle.pth"
+    assert Path(eval_cmd(r, "test_nomod")[2]) == r.out / "finetuned_nomod.pth"
+    assert _flag(eval_cmd(r, "val"), "--severity") == str(r.s.severities[0])
+    dp = diffpure_cmd(r)
+    assert _flag(dp, "--guidance") == "none" and _flag(dp, "--N") == str(r.s.diffpure_N)
+    assert _flag(dp, "--timestep_respacing") == str(r.s.diffpure_respacing)
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "mini" / "demo.py"), *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
-    assets = Path(os.environ.get("SDA_MINI_ASSETS", ROOT / "assets" / "mini"))
+@pytest.mark.parametrize("name", ["glyphs32", "digits"])
+def test_quick_demo_end_to_end(tmp_path, name):
+    assets = ROOT / "assets" / "mini" / name
     out, data = tmp_path / "out", tmp_path / "data"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "mini" / "demo.py"),
-            "--quick",
-            "--out",
-            str(out),
-            "--data",
-            str(data),
-            "--assets",
-            str(assets),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    args = ("--quick", "--benchmark", name, "--out", str(out), "--data", str(data), "--assets", str(assets))
+    r = _demo(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     corruptions = {p.name for p in (data / "test1-C").iterdir() if p.is_dir()}
-    assert len(corruptions) == 15
-    assert set(res["methods"]) == {"source", "projected", "dda", "sda", "best_ensemble", "bn_adapt"}
-    for cells in res["methods"].values():
-        assert set(cells) == corruptions | {"mean"}
-        assert all(0.0 <= v <= 100.0 for v in cells.values())
+    assert corruptions == set(CORRUPTIONS)
+    assert set(res["methods"]) == {*COLUMNS, "best_ensemble"}
+    assert set(res["tables"]) == {"5", "3"} and res["tables"]["5"] == res["methods"]
+    for table in res["tables"].values():
+        for cells in table.values():
+            assert set(cells) == corruptions | {"mean", "recoverable", "low_frequency"}
+            assert all(0.0 <= v <= 100.0 for v in cells.values())
     assert res["best_ensemble_mode"] in CONTROL_MODES
-    assert res["n_per_corruption"] == 10 and 0.0 <= res["synthetic_accuracy"] <= 100.0 and res["seconds"] > 0
+    assert res["n_per_corruption"] == 10 and res["seconds"] > 0 and res["quick"] is True
+    gates = res["gates_per_seed"]["0"]
+    assert set("abcde") <= set(gates) and all(isinstance(gates[k]["pass"], bool) for k in "abcde")
+    assert res["premise"] == gates["premise"] and res["verdict"]["status"] in (
+        "premise absent",
+        "not reproduced",
+        "reproduced at this scale",
+    )
     # every stage wrote its folder, every input was projected exactly once
     seed = out / "seed0"
     assert len(list((seed / "gen").glob("*/*.png"))) == len(list((seed / "DiT-Syn").glob("*/*.png"))) == 30
-    assert len(list((seed / "test" / "ImageNet-C-Syn").glob("*/5/*/*.png"))) == 150
-    assert (seed / "finetuned.pth").is_file() and (seed / "bn_adapt.pth").is_file()
-    table = (out / "results.md").read_text()
-    assert "| **mean** |" in table and "SDA" in table and "BN-adapt" in table
+    for folder in ("test", "diffpure"):
+        for sev in (5, 3):
+            assert len(list((seed / folder / "ImageNet-C-Syn").glob(f"*/{sev}/*/*.png"))) == 150
+    for model in ("finetuned.pth", "finetuned_nomod.pth", "bn_adapt.pth"):
+        assert (seed / model).is_file()
+    text = (out / "results.md").read_text()
+    for piece in ("| **mean** |", "| **recoverable** |", "| **low-frequency** |", "Severity 3", "SDA w/o MoD",
+                  "DiffPure", "TENT", "MEMO", "Oracle", "(e) low-pass classifier", "verdict:"):  # fmt: skip
+        assert piece in text, piece
     for fig in ("results.png", "grid_synthetic.png", "grid_target.png"):
         assert Image.open(out / fig).size[0] > 100
-    assert "quality gates" in r.stdout
+    assert "(c) clean val" in r.stdout and "verdict:" in r.stdout
     # a rerun resumes: every stage is skipped and the record keeps the first run's times
-    r2 = subprocess.run(
-        [sys.executable, str(ROOT / "mini" / "demo.py"), "--quick", "--out", str(out), "--data", str(data),
-         "--assets", str(assets)],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    r2 = _demo(*args)
     assert r2.returncode == 0, r2.stderr[-3000:]
     again = json.loads((seed / "results.json").read_text())
     first = json.loads((out / "results.json").read_text())
     assert set(again["resumed_stages"]) == {"data", "gen", "align", "finetune", "eval", "gates"}
     assert again["stage_seconds"] == res["stage_seconds"] and again["methods"] == res["methods"]
     assert first["seconds"] == res["seconds"] and again["this_run_seconds"] < res["seconds"]
-    assert again["settings"]["finetune_epochs"] == 1
+    assert again["settings"]["finetune_epochs"] == get_benchmark(name).quick.finetune_epochs
+    if name != "glyphs32":
+        return
     # the README's command for the tiny recipe, on the demo's aligned synthetic set
     ft = subprocess.run(
         ["bash", "scripts/finetune.sh", "TinyResNet", "--work-dir", str(tmp_path / "work"), "--final-ckpt",
-         str(tmp_path / "tiny.pth"), "--cfg-options", "train_cfg.max_epochs=1"],
+         str(tmp_path / "tiny.pth"), "--cfg-options", "train_cfg.max_epochs=1",
+         f"load_from={assets / 'classifier.pth'}"],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DATA": str(seed), "PY": sys.executable},
     )  # fmt: skip
     assert ft.returncode == 0, ft.stderr[-3000:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sda.mini.data import IMAGE_SIZE, SPLITS, load_digits_arrays, prepare_digits, stratified_split, upsample_digits
+from sda.mini.digits import IMAGE_SIZE, SPLITS, load_digits_arrays, prepare_digits, stratified_split, upsample_digits
 from sda.utils.errors import UserError
 
 

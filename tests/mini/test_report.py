@@ -3,27 +3,48 @@ import json
 import pytest
 from PIL import Image
 
-from sda.mini.report import aggregate, bar_chart, image_grid, markdown_table
+from sda.mini.report import (
+    SUB_MEANS,
+    aggregate,
+    bar_chart,
+    image_grid,
+    markdown_table,
+    verdict,
+    verdict_line,
+    with_means,
+)
+from sda.utils.layout import CORRUPTIONS
 
 
-def _res(seed, shift):
-    cells = {"gaussian_noise": 40.0 + shift, "fog": 60.0 + shift}
-    cells["mean"] = (cells["gaussian_noise"] + cells["fog"]) / 2
-    methods = {m: {k: v + i for k, v in cells.items()} for i, m in enumerate(["source", "projected", "dda", "sda"])}
+def _res(seed, shift, sda_gain=3.0):
+    cells = with_means({"gaussian_noise": 40.0 + shift, "fog": 60.0 + shift})
+    offsets = {"source": 0.0, "projected": 1.0, "dda": 2.0, "sda": 2.0 + sda_gain, "sda_nomod": 3.0, "bn_adapt": 4.0}
+    methods = {m: {k: v + o for k, v in cells.items()} for m, o in offsets.items()}
     return {
         "benchmark": "t",
         "seed": seed,
         "methods": methods,
+        "tables": {"5": methods, "3": {m: {k: v + 10 for k, v in c.items()} for m, c in methods.items()}},
         "n_per_corruption": 10,
         "synthetic_accuracy": 95.0 + shift,
         "seconds": 100.0,
     }
 
 
-def test_aggregate_mean_and_std():
+def test_with_means_adds_complete_sub_means_only():
+    full = with_means({c: float(i) for i, c in enumerate(CORRUPTIONS)})
+    assert full["mean"] == 7.0
+    for name, members in SUB_MEANS.items():
+        assert full[name] == pytest.approx(sum(CORRUPTIONS.index(m) for m in members) / len(members))
+    assert set(SUB_MEANS["recoverable"]) | set(SUB_MEANS["low_frequency"]) == set(CORRUPTIONS)
+    assert set(with_means({"fog": 1.0, "snow": 3.0})) == {"fog", "snow", "mean"}
+
+
+def test_aggregate_mean_and_std_of_every_table():
     mean, std = aggregate([_res(0, 0.0), _res(1, 2.0), _res(2, 4.0)])
-    assert mean["methods"]["sda"]["fog"] == pytest.approx(63.0 + 2.0)
-    assert std["sda"]["fog"] == pytest.approx(2.0)  # sample std of 0, 2, 4
+    assert mean["methods"]["sda"]["fog"] == pytest.approx(65.0 + 2.0)
+    assert std["methods"]["sda"]["fog"] == pytest.approx(2.0)  # sample std of 0, 2, 4
+    assert mean["tables"]["3"]["sda"]["fog"] == pytest.approx(77.0) and std["tables"]["3"]["sda"]["mean"] == 2.0
     assert mean["synthetic_accuracy"] == pytest.approx(97.0)
     assert mean["seeds"] == [0, 1, 2]
     assert "seed" not in mean and mean["benchmark"] == "t"  # seed-specific fields are not carried over
@@ -31,22 +52,46 @@ def test_aggregate_mean_and_std():
 
 def test_markdown_table_rows_and_columns():
     r = _res(0, 0.0)
-    text = markdown_table(r)
-    lines = text.splitlines()
-    assert lines[0].startswith("| corruption | Source | Projected only | DDA (sum) | SDA |")
+    lines = markdown_table(r).splitlines()
+    assert lines[0].startswith("| corruption | Source | Projected only | DDA (sum) | SDA | SDA w/o MoD | BN-adapt")
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["gaussian_noise", "fog", "**mean**"]
-    assert "**53.0**" in lines[-1]  # sda mean: 50 + 3
+    assert "**55.0**" in lines[-1]  # sda mean: 50 + 5
+    assert "**65.0**" in markdown_table(r, severity="3").splitlines()[-1]
     mean, std = aggregate([_res(0, 0.0), _res(1, 2.0)])
-    assert "±" in markdown_table(mean, std)
+    assert "±" in markdown_table(mean, std) and "±" in markdown_table(mean, std, severity="3")
+
+
+def test_verdict_rules():
+    seeds = [_res(0, 0.0, 3.0), _res(1, 1.0, 3.2), _res(2, 2.0, 2.8)]
+    v = verdict(seeds, premise=True)
+    assert v["status"] == "reproduced at this scale"
+    assert v["sda_minus_dda"] == pytest.approx(3.0) and v["threshold"] == pytest.approx(2.0)  # 2 x std(sda)=1
+    assert verdict(seeds, premise=False)["status"] == "premise absent"
+    small = [_res(0, 0.0, 0.8), _res(1, 0.0, 0.9)]  # below the 1-point floor
+    v = verdict(small, premise=True)
+    assert v["status"] == "not reproduced" and not v["conditions"]["sda_minus_dda_above_threshold"]
+    noisy = [_res(0, 0.0, 3.0), _res(1, 0.0, 9.0)]  # gain 6 but seed std of the gain 4.2 -> threshold 8.5
+    assert verdict(noisy, premise=True)["status"] == "not reproduced"
+    beaten = [_res(0, 0.0, 3.0)]
+    beaten[0]["methods"]["bn_adapt"]["mean"] = 99.0
+    v = verdict(beaten, premise=True)
+    assert v["status"] == "not reproduced" and not v["conditions"]["sda_beats_bn_adapt"]
+    assert "NOT REPRODUCED" in verdict_line(v) and "1 seed" in verdict_line(v)
 
 
 def test_figures(tmp_path):
-    bar_chart(_res(0, 0.0), tmp_path / "bars.png", "t")
+    r = _res(0, 0.0)
+    r["methods"] = {m: with_means({c: 50.0 for c in CORRUPTIONS}) for m in r["methods"]}
+    bar_chart(r, tmp_path / "bars.png", "t")
     assert Image.open(tmp_path / "bars.png").size[0] > 500
     for i in range(3):
         Image.new("RGB", (32, 32), (i * 80, 0, 0)).save(tmp_path / f"{i}.png")
-    image_grid([[tmp_path / "0.png", tmp_path / "1.png"], [tmp_path / "2.png"]], tmp_path / "g.png", cell=16, pad=2)
+    rows = [[tmp_path / "0.png", tmp_path / "1.png"], [tmp_path / "2.png", tmp_path / "0.png"]]
+    image_grid(rows, tmp_path / "g.png", ["row a", "row b"], [("raw", 1), ("projected", 1)], cell=16, pad=2)
     g = Image.open(tmp_path / "g.png")
-    assert g.size == (2 * 18 + 2, 2 * 18 + 2)
-    assert g.getpixel((2 + 18 + 5, 2 + 5)) == (80, 0, 0)
+    assert g.size[0] > 2 * 18 + 2 and g.size[1] > 2 * 18 + 2  # room for the labels
+    with pytest.raises(ValueError, match="row labels"):
+        image_grid(rows, tmp_path / "x.png", ["only one"], [("raw", 2)])
+    with pytest.raises(ValueError, match="column groups"):
+        image_grid(rows, tmp_path / "x.png", ["a", "b"], [("raw", 1)])
     json.dumps(_res(0, 0.0))

@@ -1,0 +1,163 @@
+"""The mini benchmarks: what each is, where its configs, source models and data live, and its demo settings.
+
+    glyphs32   textured digit glyphs at 32 px (``sda.mini.glyphs``): SDA's premise holds (the default)
+    digits     scikit-learn's 8x8 digits at 32 px (``sda.mini.digits``): the premise-absent control
+
+Layout of benchmark ``<name>``::
+
+    configs/mini/<name>/{adm_uncond.json, adm_cond.json, classifier_scratch.py}   how the sources are trained
+    assets/mini/<name>/{adm_uncond.pt, adm_cond.pt, classifier.pth, oracle.pth, classifier_lowpass.pth,
+                        MANIFEST.json}                                              the bundled source models
+    data/mini/<name>/{train,val,test}/<class:04d>/*.png + split.json                made on first use
+
+Every setting below was chosen on the benchmark's validation split (never on its test split).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sda.models.adm_flags import flags_of
+from sda.utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSIFIER_CONFIG = "configs/finetune/TinyResNet.py"  # the source classifier's architecture and fine-tuning recipe
+# The bundled models of every benchmark (in its assets folder): the projector, the generator, the source
+# classifier, the oracle of gate (d) (the source fine-tuned on projected real train images) and the
+# classifier of gate (e) (trained from scratch on low-passed train images).
+SOURCE_MODELS = ("adm_uncond.pt", "adm_cond.pt", "classifier.pth", "oracle.pth", "classifier_lowpass.pth")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A benchmark's demo settings (chosen on its validation split)."""
+
+    images_per_class: int = 15  # the synthetic set
+    sampling_steps: int = 50  # respaced DDPM steps of the generator
+    cfg_scale: float = 1.0  # its classifier-free guidance (1: none, as SDA samples DiT)
+    respacing: int = 50  # DDA projection: respaced steps, noised to N, guidance scale, low-pass factor D
+    N: int = 25
+    D: int = 4
+    scale: float = 6.0
+    guidance_norm: str = "batch"  # the reference's batch-coupled norm ...
+    align_batch: int = 10  # ... with the reference's batch size
+    test_per_class: int = 4  # target-test subset: images per class, corruption and severity
+    val_per_class: int = 2  # val-C subset (picks the control ensemble; gate b)
+    val_clean_per_class: int = 10  # clean val subset projected for gates (c) and (d)
+    severities: tuple[int, ...] = (5, 3)  # the first is the main table
+    diffpure_respacing: int = 100  # DiffPure: t* = N / respacing x 1000 (its ImageNet setting: 150 of 1000)
+    diffpure_N: int = 15
+    finetune_epochs: int | None = None  # None: the recipe's own
+    tta: tuple[str, ...] = ("norm", "tent", "memo")  # the adaptation controls (eval --tta)
+    memo_views: int = 64
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds of the premise gates (the same for every benchmark; see ``sda.mini.gates``)."""
+
+    a_min_class: float = 80.0  # (a) source on raw generator samples, every class (%)
+    c_min_gap: float = 5.0  # (c) clean minus projected clean (points)
+    d_min_recovered: float = 0.5  # (d) share of (c)'s gap the oracle wins back
+    e_min_ratio: float = 0.9  # (e) low-pass classifier on low-passed val / source on clean val
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    prepare: Callable[[Path, int], dict[str, Any]]  # (out, seed) -> split summary; writes out/split.json
+    settings: Settings
+    quick: Settings
+    oracle_train_per_class: int  # real train images per class projected to train the oracle of gate (d)
+    lowpass_epochs: int  # epochs of the gate (e) classifier (from scratch, classifier_scratch.py otherwise)
+    finetune_config: str = CLASSIFIER_CONFIG  # the fine-tuning recipe of SDA, its ablation and the oracle
+    gates: Gates = field(default_factory=Gates)
+
+    @property
+    def configs(self) -> Path:
+        return Path("configs/mini") / self.name
+
+    @property
+    def assets(self) -> Path:
+        return Path("assets/mini") / self.name
+
+    @property
+    def data(self) -> Path:
+        return Path("data/mini") / self.name
+
+    def adm_config_path(self, which: str) -> Path:
+        """``configs/mini/<name>/adm_<which>.json`` (which: "cond" or "uncond"), relative to the repository."""
+        return self.configs / f"adm_{which}.json"
+
+    def adm_config(self, which: str) -> dict[str, Any]:
+        """An ADM config file: model and diffusion flags plus training settings."""
+        return json.loads((ROOT / self.adm_config_path(which)).read_text())
+
+    def adm_model_flags(self, which: str) -> dict[str, Any]:
+        """The model and diffusion flags of an ADM config, without its training settings."""
+        return flags_of(self.adm_config(which))
+
+    def adm_flags(self, which: str) -> list[str]:
+        """guided-diffusion style flags (``--num_channels 32 ...``) of an ADM config."""
+        return [a for k, v in self.adm_model_flags(which).items() for a in (f"--{k}", str(v))]
+
+    @property
+    def classifier_scratch(self) -> Path:
+        return self.configs / "classifier_scratch.py"
+
+    def config_files(self) -> list[Path]:
+        """Every config the benchmark's results depend on (relative to the repository)."""
+        paths = [self.adm_config_path("uncond"), self.adm_config_path("cond"), self.classifier_scratch]
+        return paths + sorted({Path(CLASSIFIER_CONFIG), Path(self.finetune_config)})
+
+
+def _prepare_digits(out: Path, seed: int) -> dict[str, Any]:
+    from sda.mini.digits import prepare_digits
+
+    return prepare_digits(out, seed=seed)
+
+
+def _prepare_glyphs(out: Path, seed: int) -> dict[str, Any]:
+    from sda.mini.glyphs import write_glyphs32
+
+    return write_glyphs32(out, seed=seed)
+
+
+_QUICK = dict(
+    images_per_class=3, sampling_steps=10, respacing=10, N=5, test_per_class=1, val_per_class=1, val_clean_per_class=1
+)
+_QUICK_TAIL = dict(diffpure_respacing=10, diffpure_N=2, finetune_epochs=2, memo_views=4)
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "glyphs32": Benchmark(
+        name="glyphs32",
+        description="glyphs32 (textured digit glyphs, 32 px; CIFAR-10-C severity profile)",
+        prepare=_prepare_glyphs,
+        settings=Settings(images_per_class=30, cfg_scale=8.0, D=2, N=25, scale=6.0, test_per_class=3),
+        quick=Settings(cfg_scale=8.0, D=2, scale=6.0, **_QUICK, **_QUICK_TAIL),
+        oracle_train_per_class=150,
+        lowpass_epochs=30,
+        finetune_config="configs/mini/glyphs32/finetune.py",
+    ),
+    "digits": Benchmark(
+        name="digits",
+        description="digits-32px-C (sklearn digits, CIFAR-10-C severity profile)",
+        prepare=_prepare_digits,
+        settings=Settings(images_per_class=20, D=4, N=25, scale=6.0, test_per_class=3),
+        quick=Settings(D=4, scale=6.0, **_QUICK, **_QUICK_TAIL),
+        oracle_train_per_class=50,
+        lowpass_epochs=50,
+    ),
+}
+DEFAULT_BENCHMARK = "glyphs32"
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown mini benchmark {name!r}: choose one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
