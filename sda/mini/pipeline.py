@@ -147,16 +147,14 @@ def _gen(r: Seed, run: StageRunner) -> None:
     run("gen", "gen", cmd)
 
 
-def align_cmd(
-    r: Seed, base: Path, datatype: str, save_dir: Path, corruptions: tuple[str, ...] = (), severity: str = ""
+def project_cmd(
+    bench: Benchmark, s: Settings, projector: Path, base: Path, datatype: str, save_dir: Path, seed: int
 ) -> list[str]:
-    """``align/project.py`` with the benchmark's projector and DDA settings (C: ``severity``, default all of the
-    run's; ``corruptions``, default all 15)."""
-    s = r.s
-    cmd = cli(
+    """``align/project.py`` with a benchmark's projector flags and the DDA settings of ``s``."""
+    return cli(
         "align/project.py",
-        *r.bench.adm_flags("uncond"),
-        model_path=r.asset("adm_uncond.pt"),
+        *bench.adm_flags("uncond"),
+        model_path=projector,
         base_samples=base,
         datatype=datatype,
         save_dir=save_dir,
@@ -166,10 +164,19 @@ def align_cmd(
         scale=s.scale,
         guidance_norm_=s.guidance_norm,
         batch_size=s.align_batch,
-        seed=r.seed,
+        seed=seed,
         lossless=True,
         device="cpu",
     )
+
+
+def align_cmd(
+    r: Seed, base: Path, datatype: str, save_dir: Path, corruptions: tuple[str, ...] = (), severity: str = ""
+) -> list[str]:
+    """``align/project.py`` with the benchmark's projector and DDA settings (C: ``severity``, default all of the
+    run's; ``corruptions``, default all 15)."""
+    s = r.s
+    cmd = project_cmd(r.bench, s, r.asset("adm_uncond.pt"), base, datatype, save_dir, r.seed)
     if datatype == "C":
         cmd += cli(corruption=",".join(corruptions) if corruptions else "all", severity=severity or severities_arg(s))
     return cmd

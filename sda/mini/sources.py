@@ -32,7 +32,7 @@ import torch
 from sda.mini import gates as G
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, get_benchmark
 from sda.mini.data import lowpass_folder, lowpass_uint8, stratified_subset
-from sda.mini.pipeline import cli, finetune_cmd
+from sda.mini.pipeline import cli, finetune_cmd, project_cmd
 from sda.mini.procs import ROOT, StageRunner
 from sda.utils.checkpoint import file_sha256, safe_load
 from sda.utils.provenance import versions
@@ -116,22 +116,14 @@ def training_commands(run: SourcesRun) -> dict[str, list[str]]:
             **scratch,
         )
         + ["--cfg-options", f"train_cfg.max_epochs={b.lowpass_epochs}"],
-        "oracle_projection": cli(
-            "align/project.py",
-            *b.adm_flags("uncond"),
-            model_path=assets / "adm_uncond.pt",
-            base_samples=data / f"train{b.oracle_train_per_class}",
-            datatype="D",
-            save_dir=results / "oracle_train",
-            timestep_respacing=s.respacing,
-            N=s.N,
-            D=s.D,
-            scale=s.scale,
-            guidance_norm_=s.guidance_norm,
-            batch_size=s.align_batch,
-            seed=run.seed,
-            lossless=True,
-            device="cpu",
+        "oracle_projection": project_cmd(
+            b,
+            s,
+            assets / "adm_uncond.pt",
+            data / f"train{b.oracle_train_per_class}",
+            "D",
+            results / "oracle_train",
+            run.seed,
         ),
         "oracle": finetune_cmd(
             b,
