@@ -48,8 +48,7 @@ class Sampler:
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.precision, self.device.type):
             if self.cfg_scale > 1.0:
-                n_guided = 3 if self.cfg_channels == "3" else self.in_channels
-                out = forward_with_cfg(self.model, x, t, y, self.cfg_scale, n_guided)  # (2N, C_out, H, W)
+                out = forward_with_cfg(self.model, x, t, y, self.cfg_scale, self.cfg_channels)  # (2N, C_out, H, W)
             else:
                 out = self.model(x, t, y)  # (N, C_out, H, W)
         return out.to(x.dtype)

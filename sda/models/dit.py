@@ -298,19 +298,20 @@ class DiT(nn.Module):
         the 4th epsilon channel stays conditional); ``"all"`` guides every epsilon channel (diffusers). The
         variance channels are never guided. See :func:`forward_with_cfg`.
         """
-        n_guided = 3 if cfg_channels == "3" else self.in_channels
-        return forward_with_cfg(self, x, t, y, cfg_scale, n_guided)
+        return forward_with_cfg(self, x, t, y, cfg_scale, cfg_channels)
 
 
 def forward_with_cfg(
-    model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, n_guided: int
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float, cfg_channels: str = "3"
 ) -> torch.Tensor:
     """DiT's classifier-free guidance for any class-conditional model ``model(x, t, y)`` (a DiT, or an ADM
     whose label table has a null row) on a doubled batch x = [x_c; x_u], y = [labels; null class].
 
-    Only the first half of x is used (both halves are predicted from it); the first ``n_guided`` output
-    channels become ``uncond + cfg_scale * (cond - uncond)`` in both halves, the rest stay conditional.
+    Only the first half of x is used (both halves are predicted from it); the guided output channels (0-2
+    for ``cfg_channels="3"``, all ``model.in_channels`` for ``"all"``) become ``uncond + cfg_scale * (cond -
+    uncond)`` in both halves, the rest stay conditional.
     """
+    n_guided = 3 if cfg_channels == "3" else model.in_channels
     half = x[: len(x) // 2]  # (N/2, C, H, W)
     combined = torch.cat([half, half], dim=0)  # (N, C, H, W)
     model_out = model(combined, t, y)  # (N, C_out, H, W)

@@ -291,7 +291,7 @@ def test_generic_cfg_equals_dit_guidance():
     x = torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1)  # (4, 4, 8, 8)
     t, y = torch.tensor([5, 5, 5, 5]), torch.tensor([0, 2, 3, 3])
     with torch.no_grad():
-        out = forward_with_cfg(dit, x, t, y, 4.0, 3)
+        out = forward_with_cfg(dit, x, t, y, 4.0, "3")
         cond, uncond = dit(x, t, y).chunk(2)
     assert torch.allclose(out[:2, :3], uncond[:, :3] + 4.0 * (cond[:, :3] - uncond[:, :3]), atol=1e-5)
     assert torch.equal(out[:2, 3:], cond[:, 3:]) and torch.equal(out[:2], out[2:])  # the 4th and var channels stay
