@@ -98,6 +98,31 @@ def gate_c_d(clean: float, projected: float, oracle_projected: float, g: Gates) 
     return c, d
 
 
+def gate_models(config: str | Path, assets: Path) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The source classifier, the oracle of gate (d) and the low-pass classifier of gate (e) in ``assets``."""
+    return tuple(
+        load_source_classifier(config, assets / name)
+        for name in ("classifier.pth", "oracle.pth", "classifier_lowpass.pth")
+    )
+
+
+def gates_c_d_e(
+    models: tuple[nn.Module, nn.Module, nn.Module], clean: Path, projected_clean: Path, val: Path, D: int, g: Gates
+) -> dict[str, dict[str, Any]]:
+    """(c)-(e) from :func:`gate_models`, clean val images and their projections (same names), and the val split."""
+    from sda.mini.data import lowpass_uint8
+
+    source, oracle, lowpass_clf = models
+    c, d = gate_c_d(
+        classify_folder(source, clean)["top1"],
+        classify_folder(source, projected_clean)["top1"],
+        classify_folder(oracle, projected_clean)["top1"],
+        g,
+    )
+    lowpassed = classify_folder(lowpass_clf, val, transform=lambda x: lowpass_uint8(x, D))["top1"]
+    return {"c": c, "d": d, "e": gate_e(classify_folder(source, val)["top1"], lowpassed, g)}
+
+
 def gate_e(clean: float, lowpass_classifier: float, g: Gates) -> dict[str, Any]:
     """(e) from the source on clean val and the low-pass classifier on low-passed val."""
     ratio = lowpass_classifier / clean if clean > 0 else 0.0

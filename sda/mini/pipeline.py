@@ -28,7 +28,7 @@ from typing import Any
 
 from sda.mini import gates as G
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, DEFAULT_BENCHMARK, SOURCE_MODELS, Benchmark, Settings, get_benchmark
-from sda.mini.data import lowpass_uint8, stratified_subset
+from sda.mini.data import stratified_subset
 from sda.mini.procs import ROOT, StageLog, StageRunner, complete_manifest
 from sda.mini.report import aggregate, bar_chart, image_grid, markdown_table, verdict, verdict_line, with_means
 from sda.utils.checkpoint import file_sha256
@@ -307,27 +307,13 @@ def top1_table(record: dict, mode: str, severity: int | str) -> dict[str, float]
 
 def measure_gates(r: Seed, val_eval: dict) -> dict[str, Any]:
     """The premise gates (a)-(e) of this run, from its own outputs and validation data (see ``sda.mini.gates``)."""
-    cfg, g = ROOT / CLASSIFIER_CONFIG, r.bench.gates
-    source = G.load_source_classifier(cfg, r.asset("classifier.pth"))
-    oracle = G.load_source_classifier(cfg, r.asset("oracle.pth"))
-    lowpass_clf = G.load_source_classifier(cfg, r.asset("classifier_lowpass.pth"))
-    sev = r.s.severities[0]
+    g, sev = r.bench.gates, r.s.severities[0]
+    models = G.gate_models(ROOT / CLASSIFIER_CONFIG, r.assets)
     projected_clean = r.out / "val_clean" / "DiT-Syn"
-    clean_sub = G.classify_folder(source, r.sets["val_clean"])["top1"]
-    c, d = G.gate_c_d(
-        clean_sub,
-        G.classify_folder(source, projected_clean)["top1"],
-        G.classify_folder(oracle, projected_clean)["top1"],
-        g,
-    )
-    clean_val = G.classify_folder(source, r.sets["val"])["top1"]
-    lowpassed = G.classify_folder(lowpass_clf, r.sets["val"], transform=lambda x: lowpass_uint8(x, r.s.D))["top1"]
     gates = {
-        "a": G.gate_a(G.classify_folder(source, r.out / "gen"), g),
+        "a": G.gate_a(G.classify_folder(models[0], r.out / "gen"), g),
         "b": G.gate_b(top1_table(val_eval, "first", sev), top1_table(val_eval, "second", sev)),
-        "c": c,
-        "d": d,
-        "e": G.gate_e(clean_val, lowpassed, g),
+        **G.gates_c_d_e(models, r.sets["val_clean"], projected_clean, r.sets["val"], r.s.D, g),
         "thresholds": asdict(g),
         "n": {
             "a": r.s.images_per_class * 10,

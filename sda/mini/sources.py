@@ -225,10 +225,8 @@ def measure_gates(run: SourcesRun) -> dict[str, Any]:
     work = results / "gates"
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.time()
-    cfg = ROOT / CLASSIFIER_CONFIG
-    source = G.load_source_classifier(cfg, assets / "classifier.pth")
-    oracle = G.load_source_classifier(cfg, assets / "oracle.pth")
-    lowpass_clf = G.load_source_classifier(cfg, assets / "classifier_lowpass.pth")
+    models = G.gate_models(ROOT / CLASSIFIER_CONFIG, assets)
+    source = models[0]
     a = G.gate_a(G.classify_folder(source, _gate_a_samples(run, work)), g)
     sub_b = stratified_subset(data / "val", work / "val_b", GATE_B_PER_CLASS)
     noisy = CorruptedSet(sub_b, work / "val_b-C", G.GATE_B_CORRUPTIONS, (s.severities[0],), "cifar", "png", run.seed)
@@ -241,15 +239,11 @@ def measure_gates(run: SourcesRun) -> dict[str, Any]:
     sub_cd = stratified_subset(data / "val", work / "val_cd", GATE_CD_PER_CLASS)
     _project(run, sub_cd, "D", work / "projected_clean")
     projected_clean = work / "projected_clean" / "DiT-Syn"
-    c, d = G.gate_c_d(
-        G.classify_folder(source, sub_cd)["top1"],
-        G.classify_folder(source, projected_clean)["top1"],
-        G.classify_folder(oracle, projected_clean)["top1"],
-        g,
-    )
-    clean_val = G.classify_folder(source, data / "val")["top1"]
-    lowpassed = G.classify_folder(lowpass_clf, data / "val", transform=lambda x: lowpass_uint8(x, s.D))["top1"]
-    gates = {"a": a, "b": G.gate_b(raw, proj), "c": c, "d": d, "e": G.gate_e(clean_val, lowpassed, g)}
+    gates = {
+        "a": a,
+        "b": G.gate_b(raw, proj),
+        **G.gates_c_d_e(models, sub_cd, projected_clean, data / "val", s.D, g),
+    }
     gates["premise"] = G.premise(gates)
     gates["source_on_lowpassed_val"] = G.classify_folder(source, data / "val", lambda x: lowpass_uint8(x, s.D))["top1"]
     gates["n"] = {
