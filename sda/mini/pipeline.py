@@ -51,10 +51,14 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "bn_adapt": ("test_bn_adapt", "sda"),
     "test_time_bn": ("test", "norm"),
     "tent": ("test", "tent"),
-    "memo": ("test", "memo"),
+    "memo": ("test_memo", "memo"),
     "oracle": ("test_oracle", "sda"),
 }
 EVAL_RUNS = ("val", "test", "test_nomod", "test_bn_adapt", "test_oracle")
+# MEMO (64 augmented views, a backward pass per image) costs about 50x the rest of eval together: it runs as
+# one job per severity ("test_memo_5", ...), started first, so the workers share it instead of one of them
+# idling; its column reads each severity from that severity's job.
+MEMO_RUN = "test_memo"
 RUN_KEY = "run_key.json"
 PIPELINE = "mini-3"  # the pipeline's version in seed folders' keys: bump it when a change alters their results
 
@@ -255,8 +259,15 @@ def _finetune(r: Seed, run: StageRunner) -> None:
     run.parallel("finetune", jobs)
 
 
+def eval_runs(s: Settings) -> tuple[str, ...]:
+    """Every eval job of a seed, slowest first: MEMO's per-severity jobs (if it is a column), then EVAL_RUNS."""
+    memo = tuple(f"{MEMO_RUN}_{sev}" for sev in s.severities) if "memo" in s.tta else ()
+    return (*memo, *EVAL_RUNS)
+
+
 def eval_cmd(r: Seed, name: str) -> list[str]:
-    """``eval/evaluate.py`` for one of :data:`EVAL_RUNS` (validation, or the test set with one fine-tuned model)."""
+    """``eval/evaluate.py`` for one of :func:`eval_runs` (validation, the test set with one fine-tuned model, or
+    MEMO at one severity)."""
     out, s = r.out, r.s
     model = {"test_nomod": "finetuned_nomod.pth", "test_bn_adapt": "bn_adapt.pth"}.get(name, "finetuned.pth")
     ckpt = r.asset("oracle.pth") if name == "test_oracle" else out / model
@@ -277,20 +288,22 @@ def eval_cmd(r: Seed, name: str) -> list[str]:
             )
             + tail
         )
+    if name.startswith(f"{MEMO_RUN}_"):  # MEMO at one severity; "first" (the source) is there for the record
+        flags = dict(severity=name.removeprefix(f"{MEMO_RUN}_"), ensemble="first", tta="memo", memo_views_=s.memo_views)
+        return cli("eval/evaluate.py", CLASSIFIER_CONFIG, ckpt, **common, data_prefix1=r.sets["test-C"], **flags) + tail
     paths = dict(data_prefix1=r.sets["test-C"], data_prefix2=out / "test" / "ImageNet-C-Syn")
     cmd = cli("eval/evaluate.py", CLASSIFIER_CONFIG, ckpt, **common, severity=severities_arg(s), **paths) + tail
     if name != "test":
         return cmd + cli(ensemble="sda")
     modes = [*TABLE_MODES, *CONTROL_MODES, "diffpure"]
     cmd += cli(ensemble=",".join(modes), data_prefix_diffpure=out / "diffpure" / "ImageNet-C-Syn")
-    if s.tta:
-        cmd += cli(tta=",".join(s.tta), memo_views_=s.memo_views)
-    return cmd
+    tta = [m for m in s.tta if m != "memo"]
+    return cmd + cli(tta=",".join(tta)) if tta else cmd
 
 
 def _eval(r: Seed, run: StageRunner) -> None:
     """Stage 4: validation and the test set with every fine-tuned model (side by side)."""
-    run.parallel("eval", [(f"eval_{n}", eval_cmd(r, n)) for n in EVAL_RUNS])
+    run.parallel("eval", [(f"eval_{n}", eval_cmd(r, n)) for n in eval_runs(r.s)])
 
 
 def top1_table(record: dict, mode: str, severity: int | str) -> dict[str, float]:
@@ -343,7 +356,12 @@ def _record(r: Seed, stages: StageLog, evals: dict[str, dict]) -> dict:
     best = max(CONTROL_MODES, key=lambda m: top1_table(val, m, main)["mean"])
     tables = {}
     for sev in r.s.severities:
-        cols = {k: top1_table(evals[run], mode, sev) for k, (run, mode) in COLUMNS.items() if _has(evals[run], mode)}
+        found = {k: _eval_of(evals, run, sev) for k, (run, _) in COLUMNS.items()}
+        cols = {
+            k: top1_table(found[k], mode, sev)
+            for k, (_, mode) in COLUMNS.items()
+            if found[k] is not None and _has(found[k], mode)
+        }
         cols["best_ensemble"] = top1_table(test, best, sev)
         tables[str(sev)] = cols
     gates_file = r.out / "gates.json"
@@ -367,6 +385,11 @@ def _record(r: Seed, stages: StageLog, evals: dict[str, dict]) -> dict:
         "resumed_stages": stages.resumed,
         "seconds": round(sum(stage_seconds.values()), 1),
     }
+
+
+def _eval_of(evals: dict[str, dict], run: str, severity: int) -> dict | None:
+    """The eval JSON holding ``run``'s column at ``severity`` (MEMO's is per severity); None if not run."""
+    return evals.get(f"{run}_{severity}" if run == MEMO_RUN else run)
 
 
 def _has(record: dict, mode: str) -> bool:
@@ -401,7 +424,7 @@ def run_seed(r: Seed, threads: int) -> dict:
         if "data" in stages.resumed:
             prepare_data(r, run)  # the builders resume: cheap, and the first run's time is kept
         models = [out / n for n in ("finetuned.pth", "finetuned_nomod.pth", "bn_adapt.pth")]
-        evals = {n: out / f"eval_{n}.json" for n in EVAL_RUNS}
+        evals = {n: out / f"eval_{n}.json" for n in eval_runs(r.s)}
         stages.run("gen", lambda: complete_manifest(out / "gen" / "manifest.json"), lambda: _gen(r, run))
         stages.run("align", lambda: all(map(complete_manifest, _align_manifests(r))), lambda: _align(r, run))
         stages.run("finetune", lambda: all(p.is_file() for p in models), lambda: _finetune(r, run))

@@ -12,7 +12,19 @@ from PIL import Image
 
 from sda.mini.benchmarks import BENCHMARKS, SOURCE_MODELS, get_benchmark
 from sda.mini.data import stratified_subset
-from sda.mini.pipeline import COLUMNS, CONTROL_MODES, Seed, claim_folder, diffpure_cmd, eval_cmd, run_key, top1_table
+from sda.mini.pipeline import (
+    COLUMNS,
+    CONTROL_MODES,
+    EVAL_RUNS,
+    MEMO_RUN,
+    Seed,
+    claim_folder,
+    diffpure_cmd,
+    eval_cmd,
+    eval_runs,
+    run_key,
+    top1_table,
+)
 from sda.models.adm_flags import create_model, model_kwargs_from_args
 from sda.utils.layout import CORRUPTIONS
 
@@ -93,14 +105,27 @@ def _flag(cmd, name):
     return cmd[cmd.index(name) + 1]
 
 
+def _modes(cmd):
+    return set(_flag(cmd, "--ensemble").split(",")) | (set(_flag(cmd, "--tta").split(",")) if "--tta" in cmd else set())
+
+
 def test_eval_runs_cover_every_column(tmp_path):
     r = _seed(tmp_path)
-    test = eval_cmd(r, "test")
-    modes = set(_flag(test, "--ensemble").split(",")) | set(_flag(test, "--tta").split(","))
+    runs = eval_runs(r.s)
+    assert runs[:2] == ("test_memo_5", "test_memo_3")  # the slow jobs first, one per severity
     for column, (run, mode) in COLUMNS.items():
-        cmd = eval_cmd(r, run)
-        assert mode in (modes if run == "test" else set(_flag(cmd, "--ensemble").split(","))), column
-        assert _flag(cmd, "--severity") == ",".join(map(str, r.s.severities))
+        for sev in r.s.severities:
+            name = f"{run}_{sev}" if run == MEMO_RUN else run
+            assert name in runs, column
+            cmd = eval_cmd(r, name)
+            assert mode in _modes(cmd), column
+            assert str(sev) in _flag(cmd, "--severity").split(","), column
+    assert "memo" not in _modes(eval_cmd(r, "test"))  # MEMO runs once per severity, not again in "test"
+    assert _modes(eval_cmd(r, "test_memo_3")) == {"first", "memo"}
+    assert _flag(eval_cmd(r, "test_memo_3"), "--severity") == "3"
+    assert _flag(eval_cmd(r, "test"), "--severity") == ",".join(map(str, r.s.severities))
+    no_memo = Seed(r.bench, replace(r.s, tta=("norm",)), r.seed, r.out, r.data, r.assets)
+    assert eval_runs(no_memo.s) == EVAL_RUNS and _flag(eval_cmd(no_memo, "test"), "--tta") == "norm"
     assert _flag(eval_cmd(r, "test_oracle"), "--originckpt").endswith("classifier.pth")
     assert Path(eval_cmd(r, "test_oracle")[2]) == r.assets / "oracle.pth"
     assert Path(eval_cmd(r, "test_nomod")[2]) == r.out / "finetuned_nomod.pth"
