@@ -22,9 +22,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sda.mini import gates as G
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, DEFAULT_BENCHMARK, SOURCE_MODELS, Benchmark, Settings, get_benchmark
@@ -59,6 +60,12 @@ EVAL_RUNS = ("val", "test", "test_nomod", "test_bn_adapt", "test_oracle")
 # one job per severity ("test_memo_5", ...), started first, so the workers share it instead of one of them
 # idling; its column reads each severity from that severity's job.
 MEMO_RUN = "test_memo"
+# Threads of each fine-tuning and eval job, whatever --threads is: a model trained (or adapted at test time) on
+# another number of threads comes out different (float sums split otherwise, amplified over the steps), so
+# pinning it keeps a seed's numbers the same on every machine; --threads sets how many jobs run side by side.
+# gen and align write 8-bit images, which came out identical on 1, 2 and 8 threads, and keep the spare cores.
+PINNED_THREADS = 1
+T = TypeVar("T")
 RUN_KEY = "run_key.json"
 PIPELINE = "mini-3"  # the pipeline's version in seed folders' keys: bump it when a change alters their results
 
@@ -256,7 +263,7 @@ def _finetune(r: Seed, run: StageRunner) -> None:
         ),
         ("bn_adapt", bn),
     ]
-    run.parallel("finetune", jobs)
+    run.parallel("finetune", jobs, threads_per_job=PINNED_THREADS)
 
 
 def eval_runs(s: Settings) -> tuple[str, ...]:
@@ -303,7 +310,7 @@ def eval_cmd(r: Seed, name: str) -> list[str]:
 
 def _eval(r: Seed, run: StageRunner) -> None:
     """Stage 4: validation and the test set with every fine-tuned model (side by side)."""
-    run.parallel("eval", [(f"eval_{n}", eval_cmd(r, n)) for n in eval_runs(r.s)])
+    run.parallel("eval", [(f"eval_{n}", eval_cmd(r, n)) for n in eval_runs(r.s)], threads_per_job=PINNED_THREADS)
 
 
 def top1_table(record: dict, mode: str, severity: int | str) -> dict[str, float]:
@@ -338,6 +345,19 @@ def measure_gates(r: Seed, val_eval: dict) -> dict[str, Any]:
     return gates
 
 
+def pinned_threads(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on :data:`PINNED_THREADS` torch threads (then the process's count again): the gates classify
+    in this process, and a prediction near a tie can follow the thread count too."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PINNED_THREADS)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def effective_settings(bench: Benchmark, s: Settings) -> dict[str, Any]:
     """The settings as run: ``finetune_epochs`` None means the recipe's own count, recorded as such."""
     out = asdict(s)
@@ -365,7 +385,7 @@ def _record(r: Seed, stages: StageLog, evals: dict[str, dict]) -> dict:
         cols["best_ensemble"] = top1_table(test, best, sev)
         tables[str(sev)] = cols
     gates_file = r.out / "gates.json"
-    stages.run("gates", gates_file.is_file, lambda: write_json(gates_file, measure_gates(r, val)))
+    stages.run("gates", gates_file.is_file, lambda: write_json(gates_file, pinned_threads(measure_gates, r, val)))
     gates = json.loads(gates_file.read_text())
     stage_seconds = stages.seconds()
     return {

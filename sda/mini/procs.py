@@ -55,11 +55,16 @@ class StageRunner:
     def __call__(self, stage: str, name: str, args: list[str]) -> None:
         self.parallel(stage, [(name, args)])
 
-    def parallel(self, stage: str, jobs: list[Job]) -> None:
-        """Run ``jobs`` in order on up to ``threads`` workers side by side; one job alone gets all threads."""
+    def parallel(self, stage: str, jobs: list[Job], threads_per_job: int | None = None) -> None:
+        """Run ``jobs`` in order on up to ``threads`` workers side by side; one job alone gets all threads.
+
+        ``threads_per_job`` pins each job's thread count instead: for jobs whose results depend on it (training
+        and test-time adaptation: a different split of a float reduction changes every later step), so that
+        their outputs do not depend on ``threads`` or on the machine's core count.
+        """
         t0 = time.time()
         slots = max(1, min(self.threads, len(jobs)))
-        per_job = max(1, self.threads // slots)
+        per_job = threads_per_job or max(1, self.threads // slots)
         print(f"[{stage}] {', '.join(n for n, _ in jobs)} ({slots} at a time; logs: {self.log_dir})", flush=True)
         pending: list[Job] = list(jobs)
         running: list[tuple[str, subprocess.Popen, Path, float]] = []

@@ -17,7 +17,11 @@ from sda.mini.pipeline import (
     CONTROL_MODES,
     EVAL_RUNS,
     MEMO_RUN,
+    PINNED_THREADS,
     Seed,
+    _align,
+    _eval,
+    _finetune,
     claim_folder,
     diffpure_cmd,
     eval_cmd,
@@ -133,6 +137,26 @@ def test_eval_runs_cover_every_column(tmp_path):
     dp = diffpure_cmd(r)
     assert _flag(dp, "--guidance") == "none" and _flag(dp, "--N") == str(r.s.diffpure_N)
     assert _flag(dp, "--timestep_respacing") == str(r.s.diffpure_respacing)
+
+
+class _Recorder:
+    """A stand-in StageRunner: records each pool's jobs and pinned threads instead of running them."""
+
+    def __init__(self):
+        self.pools: dict[str, tuple[list[str], int | None]] = {}
+
+    def parallel(self, stage, jobs, threads_per_job=None):
+        self.pools[stage] = ([n for n, _ in jobs], threads_per_job)
+
+
+def test_training_and_adaptation_jobs_run_on_pinned_threads(tmp_path):
+    r, run = _seed(tmp_path), _Recorder()
+    _finetune(r, run)
+    _eval(r, run)
+    _align(r, run)
+    assert run.pools["finetune"] == (["finetune", "finetune_nomod", "bn_adapt"], PINNED_THREADS)
+    assert run.pools["eval"] == ([f"eval_{n}" for n in eval_runs(r.s)], PINNED_THREADS)
+    assert run.pools["align"][1] is None  # 8-bit outputs: they may use the spare cores
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess:
