@@ -1,7 +1,7 @@
 """Stage commands as subprocesses: alone, or several side by side, each logged, with wall time per stage.
 
 The mini benchmark runs every stage through the same command line a user runs at full scale; independent
-jobs (the align sets, the two diffusion trainings) share the machine's cores, one thread each.
+jobs (the align sets, the two diffusion trainings) share the machine's cores; a pool may pin its jobs' threads.
 """
 
 from __future__ import annotations
