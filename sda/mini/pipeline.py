@@ -266,9 +266,14 @@ def _finetune(r: Seed, run: StageRunner) -> None:
     run.parallel("finetune", jobs, threads_per_job=PINNED_THREADS)
 
 
+def eval_job(run: str, severity: int) -> str:
+    """The eval job holding ``run``'s column at ``severity``: MEMO's has one job per severity."""
+    return f"{MEMO_RUN}_{severity}" if run == MEMO_RUN else run
+
+
 def eval_runs(s: Settings) -> tuple[str, ...]:
     """Every eval job of a seed, slowest first: MEMO's per-severity jobs (if it is a column), then EVAL_RUNS."""
-    memo = tuple(f"{MEMO_RUN}_{sev}" for sev in s.severities) if "memo" in s.tta else ()
+    memo = tuple(eval_job(MEMO_RUN, sev) for sev in s.severities) if "memo" in s.tta else ()
     return (*memo, *EVAL_RUNS)
 
 
@@ -376,12 +381,11 @@ def _record(r: Seed, stages: StageLog, evals: dict[str, dict]) -> dict:
     best = max(CONTROL_MODES, key=lambda m: top1_table(val, m, main)["mean"])
     tables = {}
     for sev in r.s.severities:
-        found = {k: _eval_of(evals, run, sev) for k, (run, _) in COLUMNS.items()}
-        cols = {
-            k: top1_table(found[k], mode, sev)
-            for k, (_, mode) in COLUMNS.items()
-            if found[k] is not None and _has(found[k], mode)
-        }
+        cols = {}
+        for k, (run, mode) in COLUMNS.items():
+            record = evals.get(eval_job(run, sev))  # None: a column this seed's settings did not run
+            if record is not None and _has(record, mode):
+                cols[k] = top1_table(record, mode, sev)
         cols["best_ensemble"] = top1_table(test, best, sev)
         tables[str(sev)] = cols
     gates_file = r.out / "gates.json"
@@ -405,11 +409,6 @@ def _record(r: Seed, stages: StageLog, evals: dict[str, dict]) -> dict:
         "resumed_stages": stages.resumed,
         "seconds": round(sum(stage_seconds.values()), 1),
     }
-
-
-def _eval_of(evals: dict[str, dict], run: str, severity: int) -> dict | None:
-    """The eval JSON holding ``run``'s column at ``severity`` (MEMO's is per severity); None if not run."""
-    return evals.get(f"{run}_{severity}" if run == MEMO_RUN else run)
 
 
 def _has(record: dict, mode: str) -> bool:

@@ -16,7 +16,6 @@ from sda.mini.pipeline import (
     COLUMNS,
     CONTROL_MODES,
     EVAL_RUNS,
-    MEMO_RUN,
     PINNED_THREADS,
     Seed,
     _align,
@@ -25,6 +24,7 @@ from sda.mini.pipeline import (
     claim_folder,
     diffpure_cmd,
     eval_cmd,
+    eval_job,
     eval_runs,
     run_key,
     top1_table,
@@ -119,7 +119,7 @@ def test_eval_runs_cover_every_column(tmp_path):
     assert runs[:2] == ("test_memo_5", "test_memo_3")  # the slow jobs first, one per severity
     for column, (run, mode) in COLUMNS.items():
         for sev in r.s.severities:
-            name = f"{run}_{sev}" if run == MEMO_RUN else run
+            name = eval_job(run, sev)
             assert name in runs, column
             cmd = eval_cmd(r, name)
             assert mode in _modes(cmd), column
