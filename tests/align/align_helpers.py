@@ -10,6 +10,12 @@ from sda.align import AlignConfig, ProjectionConfig, project_folder
 
 FAST = dict(N=2, D=4, scale=6.0, batch_size=4)
 
+# The same projection computed in two float32 summation orders (other kernels, batch sizes or CPUs): an n-term
+# sum differs by about sqrt(n) * 2^-24 relative (n <= 1,152 in the tiny UNet's widest conv: 2e-6), compounded
+# over ~20 layers and the guided steps; seen up to 4e-6 on two CPUs (Intel, AMD). A wrong step, noise draw,
+# filter or a batch-coupled norm moves pixels by more than 1e-3, so 1e-4 still tells a bug from rounding.
+FP32_TWO_ORDERS = 1e-4
+
 
 PROJECTION_KEYS = ("N", "D", "scale", "guidance_norm", "lowpass", "clip_denoised")
 RUN_KEYS = ("rank", "world_size", "device")

@@ -96,7 +96,8 @@ def test_matches_reference_loop_and_explicit_noise() -> None:
     by_gen = project(model, diffusion, ref, cfg, generator=gens(3, base=7))
     by_noise = project(model, diffusion, ref, cfg, noise=noises[0], step_noise=noises[1:])
     assert torch.equal(by_gen, by_noise)
-    assert torch.allclose(by_gen, expected, atol=1e-5), (by_gen - expected).abs().max()
+    # two float32 summation orders (low-pass as matrices vs resize-right): see align_helpers.FP32_TWO_ORDERS
+    assert torch.allclose(by_gen, expected, atol=align_helpers.FP32_TWO_ORDERS), (by_gen - expected).abs().max()
     slow = project(model, diffusion, ref, cfg, generator=gens(3, base=7), lowpass=lambda x: lowpass_resize_right(x, 4))
     assert torch.allclose(slow, expected, atol=1e-6)
 
@@ -123,8 +124,10 @@ def test_sample_norm_is_independent_of_the_batch() -> None:
     alone = project(model, diffusion, refs[1:2], cfg, generator=gens(3)[1:2])
     other = torch.cat([smooth_refs(1, seed=5), refs[1:2]])
     mixed = project(model, diffusion, other, cfg, generator=[make_generator(99), gens(3)[1]])
-    assert torch.allclose(together[1:2], alone, atol=1e-5)
-    assert torch.allclose(mixed[1:2], alone, atol=1e-5)
+    # batch 3 vs batch 1 runs other kernel blockings (align_helpers.FP32_TWO_ORDERS); the batch-coupled norm moves an
+    # image by > 1e-3 (test_batch_and_sample_norms), so the bound still tells coupling from rounding
+    assert torch.allclose(together[1:2], alone, atol=align_helpers.FP32_TWO_ORDERS)
+    assert torch.allclose(mixed[1:2], alone, atol=align_helpers.FP32_TWO_ORDERS)
     batch = dataclasses.replace(cfg, guidance_norm="batch")
     batch_alone = project(model, diffusion, refs[1:2], batch, generator=gens(3)[1:2])
     batch_together = project(model, diffusion, refs, batch, generator=gens(3))

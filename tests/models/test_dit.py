@@ -160,6 +160,7 @@ def test_pos_embed_known_answer(tiny):
     for r in range(g):
         for c in range(g):
             ref[r * g + c] = np.concatenate([np.sin(c * w), np.cos(c * w), np.sin(r * w), np.cos(r * w)])
+    # atol 1e-7 > one float32 ulp of a value in [0.5, 1] (6e-8): allows one rounding, not a wrong frequency
     np.testing.assert_allclose(sincos_pos_embed_2d(dim, g).numpy(), ref.astype(np.float32), rtol=0, atol=1e-7)
     assert torch.equal(tiny.pos_embed[0], sincos_pos_embed_2d(384, 2))  # (T, D) for a 2 x 2 token grid
     np.testing.assert_allclose(
