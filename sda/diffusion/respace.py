@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,7 @@ class SpacedDiffusion(GaussianDiffusion):
         if not self.use_timesteps or not self.use_timesteps <= set(range(self.original_num_steps)):
             raise ValueError(f"use_timesteps must be a non-empty subset of range({self.original_num_steps})")
         self.timestep_map: list[int] = sorted(self.use_timesteps)
+        self._maps: dict[torch.device, torch.Tensor] = {}  # timestep_map per device, copied there once
         kept = base.alphas_cumprod[self.timestep_map]
         prev = np.append(1.0, kept[:-1])
         kwargs["betas"] = 1.0 - kept / prev
@@ -100,7 +101,14 @@ class SpacedDiffusion(GaussianDiffusion):
     def _wrap_model(self, model: Model) -> _WrappedModel:
         if isinstance(model, _WrappedModel):
             return model
-        return _WrappedModel(model, self.timestep_map, self.rescale_timesteps, self.original_num_steps)
+        return _WrappedModel(model, self._map_on, self.rescale_timesteps, self.original_num_steps)
+
+    def _map_on(self, device: torch.device) -> torch.Tensor:
+        """``timestep_map`` as a tensor on ``device`` (T',), made once per device: a model is wrapped for every
+        step, and a fresh host-to-device copy per step would synchronise CUDA each time."""
+        if device not in self._maps:
+            self._maps[device] = torch.tensor(self.timestep_map, dtype=torch.long, device=device)
+        return self._maps[device]
 
     def _scale_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         return t  # the wrapper maps and scales
@@ -110,17 +118,19 @@ class _WrappedModel:
     """Calls `model(x, timestep_map[t], **kwargs)`; other attributes pass through to the model."""
 
     def __init__(
-        self, model: Model, timestep_map: Sequence[int], rescale_timesteps: bool, original_num_steps: int
+        self,
+        model: Model,
+        map_on: Callable[[torch.device], torch.Tensor],
+        rescale_timesteps: bool,
+        original_num_steps: int,
     ) -> None:
         self.model = model
-        self.timestep_map = torch.tensor(timestep_map, dtype=torch.long)  # (T',)
+        self.map_on = map_on  # device -> timestep_map (T',), cached by the diffusion
         self.rescale_timesteps = rescale_timesteps
         self.original_num_steps = original_num_steps
 
     def __call__(self, x: torch.Tensor, ts: torch.Tensor, **kwargs: Any) -> Any:
-        if self.timestep_map.device != ts.device:  # move once, not on every step (a host sync on CUDA)
-            self.timestep_map = self.timestep_map.to(ts.device)
-        new_ts = self.timestep_map[ts].to(ts.dtype)  # (N,) original steps
+        new_ts = self.map_on(ts.device)[ts].to(ts.dtype)  # (N,) original steps
         if self.rescale_timesteps:
             new_ts = new_ts.float() * (1000.0 / self.original_num_steps)
         return self.model(x, new_ts, **kwargs)

@@ -29,7 +29,8 @@ class DistInfo:
 
 
 def init_distributed(device: str | None = None) -> DistInfo:
-    """Initialise the process group when launched by torchrun; otherwise a 1-process world.
+    """Initialise the process group when launched by torchrun (one process too: the same NCCL or gloo
+    code paths as on many GPUs); otherwise a 1-process world without a group.
 
     ``device``: "cpu", "cuda" or None (CUDA when available).
     """
@@ -39,7 +40,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    distributed = world_size > 1
+    distributed = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it
     if want_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
