@@ -13,9 +13,8 @@ Every input is projected exactly once over all processes; rerunning the command 
 
 from __future__ import annotations
 
-import torch
-
 from sda.align import AlignConfig, align
+from sda.align.runner import use_align_backend
 from sda.utils.cli import run_main
 
 
@@ -24,5 +23,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    torch.backends.cudnn.benchmark = True
+    use_align_backend()
     run_main(main)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # shared helpers: tests/tiny.py
+sys.path.insert(0, str(Path(__file__).parent))  # test folders import their helpers (faults.commands)
 # the content-hash cache of checkpoints goes to a folder of this test session, not ~/.cache
 os.environ.setdefault("SDA_CACHE_DIR", tempfile.mkdtemp(prefix="sda-test-cache-"))
 

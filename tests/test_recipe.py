@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_ADM, adm_cli_flags, make_layout, tiny_dit, tiny_unet, tiny_vae
+
+from sda.testing import TINY_ADM, adm_cli_flags, make_layout, tiny_dit, tiny_unet, tiny_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 ADM = {**TINY_ADM, "image_size": 32, "attention_resolutions": "16"}  # the tiny projector at 32 px

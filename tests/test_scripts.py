@@ -104,8 +104,10 @@ def test_the_four_scripts_agree_on_their_defaults() -> None:
 
 # ----------------------------------------------------------------------------- the README's commands
 def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3] + "_entry", ROOT / rel)
+    name = rel.replace("/", "_")[:-3] + "_entry"
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

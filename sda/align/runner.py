@@ -267,6 +267,13 @@ def load_projector(cfg: AlignConfig, device: torch.device) -> tuple[torch.nn.Mod
     return model, diffusion
 
 
+def use_align_backend() -> None:
+    """The CUDA settings align's command line runs with (and the GPU check measures): cuDNN autotuning for the
+    loop's fixed shapes; TF32 as PyTorch's defaults (convolutions yes, matrix products no)."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def align(cfg: AlignConfig) -> dict[str, Any]:
     """The align stage as ``align/project.py`` runs it: one projector, one layout, any number of ranks."""
     info = dist.init_distributed(cfg.device)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from tiny import TINY_ADM as TINY_FLAGS  # noqa: E402, F401 - the tests' names for the tiny model and trees
-from tiny import make_layout, tiny_unet, write_images  # noqa: E402, F401
 
 from sda.align import AlignConfig, ProjectionConfig, project_folder
+from sda.testing import TINY_ADM as TINY_FLAGS  # noqa: E402, F401 - the tests' names for the tiny model and trees
+from sda.testing import make_layout, tiny_unet, write_images  # noqa: E402, F401
 
 FAST = dict(N=2, D=4, scale=6.0, batch_size=4)
 

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from tiny import TINY_ADM, adm_cli_flags
+from sda.testing import TINY_ADM, adm_cli_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SDA_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}

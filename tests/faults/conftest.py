@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import make_layout, tiny_dit, tiny_unet, write_images
+
+from sda.testing import make_layout, tiny_dit, tiny_unet, write_images
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from faults.commands import ROOT, align_cmd, gen_cmd
 from PIL import Image
-from tiny import write_images
 
+from sda.testing import write_images
 from sda.utils.cli import run_main
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from faults.commands import ENV, align_cmd, gen_cmd
-from tiny import stray_files, tree_bytes
+
+from sda.testing import stray_files, tree_bytes
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from faults.commands import ENV, align_cmd, build_c_cmd, gen_cmd
-from tiny import stray_files, tree_bytes
+
+from sda.testing import stray_files, tree_bytes
 
 KILLS = 20
 

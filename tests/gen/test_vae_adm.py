@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import tiny_vae
 
 from sda.gen import GenConfig, generate
 from sda.gen import models as gen_models
 from sda.models.dit import build_dit
+from sda.testing import tiny_vae
 from sda.utils.errors import UserError
 
 

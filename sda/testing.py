@@ -1,6 +1,7 @@
-"""Tiny models of the official architectures and small generated image trees, shared by the tests.
+"""Tiny models of the official architectures and small generated image trees: the test suite's models and
+the GPU check's --smoke run (like ``torch.testing``, shipped so both use one definition).
 
-Importable from any test module (tests/conftest.py puts this folder on sys.path).
+Imported as ``sda.testing`` by the tests and by ``benchmarks/device_check.py --smoke``.
 """
 
 from __future__ import annotations
