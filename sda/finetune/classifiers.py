@@ -210,6 +210,15 @@ def classifier_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(Normalizer.of_model(model)(x, channel_order="rgb"), mode="tensor")  # (N, classes)
 
 
+@torch.no_grad()
+def classifier_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The penultimate features (the neck's output, what the head sees) of RGB pixel images, normalised as in
+    :func:`classifier_logits`. ``images``: (N, 3, H, W). Returns (N, D)."""
+    x = images.to(next(model.parameters()).device)  # (N, 3, H, W)
+    feats = model.extract_feat(Normalizer.of_model(model)(x, channel_order="rgb"))
+    return (feats[-1] if isinstance(feats, tuple) else feats).flatten(1)  # (N, D)
+
+
 def num_classes_of(model: nn.Module) -> int | None:
     head = getattr(model, "head", None)
     return getattr(head, "num_classes", None)

@@ -64,6 +64,8 @@ class Gates:
     c_min_gap: float = 5.0  # (c) clean minus projected clean (points)
     d_min_recovered: float = 0.5  # (d) share of (c)'s gap the oracle wins back
     e_min_ratio: float = 0.9  # (e) low-pass classifier on low-passed val / source on clean val
+    f_min_diff: float = -1.0  # (f) fine-tuned model alone minus the source, both on projected clean val (points)
+    g_max_fd_ratio: float = 2.0  # (g) FD(aligned synthetic, projected val) / FD(projected real train, same)
 
 
 @dataclass(frozen=True)

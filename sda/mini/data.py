@@ -19,14 +19,38 @@ from sda.utils.errors import UserError
 from sda.utils.io import list_images, load_rgb, save_image
 
 
+def copy_once(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` unless it is there, atomically (a killed copy leaves no partial ``dst``)."""
+    if not dst.exists():
+        from sda.utils.io import atomic_write
+
+        with open(src, "rb") as f, atomic_write(dst) as g:
+            shutil.copyfileobj(f, g)
+
+
 def stratified_subset(src: Path, dst: Path, per_class: int) -> Path:
     """Copy the first ``per_class`` sorted images of each class folder of ``src`` into ``dst`` (kept if there)."""
     for cls in sorted(p for p in src.iterdir() if p.is_dir()):
         for rel in list_images(cls)[:per_class]:
-            target = dst / cls.name / rel
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cls / rel, target)
+            copy_once(cls / rel, dst / cls.name / rel)
+    return dst
+
+
+def rotated_c_subset(full_c: Path, dst: Path, per_class: int, severity: int) -> Path:
+    """A "-C" subset with ``per_class`` images per class and corruption, rotated so that corruptions use
+    different base images where the split allows: corruption ``i`` (ImageNet-C order) takes, in each class,
+    the sorted images ``(i * per_class + j) mod n`` for ``j < per_class``. ``full_c`` is a "-C" set of the whole
+    split (``<corruption>/<severity>/<class>/<file>``, as ``eval/build_c.py`` writes it; each image's pixels do
+    not depend on which others are built); the chosen files are copied into ``dst`` (kept if there)."""
+    from sda.utils.layout import CORRUPTIONS
+
+    for i, corruption in enumerate(CORRUPTIONS):
+        src = full_c / corruption / str(severity)
+        for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+            names = list_images(cls)
+            for j in range(min(per_class, len(names))):
+                name = names[(i * per_class + j) % len(names)]
+                copy_once(cls / name, dst / corruption / str(severity) / cls.name / name)
     return dst
 
 

@@ -119,13 +119,21 @@ class Seed:
 # stages
 
 
+def ensure_data(bench: Benchmark, data: Path, run: StageRunner) -> None:
+    """The benchmark's clean splits (split seed 0, as the bundled sources were trained on), made once."""
+    if not (data / "split.json").is_file():
+        run(
+            "data",
+            "prepare_data",
+            cli("mini/prepare_data.py", benchmark=bench.name, out=data, seed=0, no_corrupt_=True),
+        )
+
+
 def prepare_data(r: Seed, run: StageRunner) -> None:
-    """Clean splits (split seed 0, as the bundled sources were trained on), stratified subsets of val and
-    test, and their 15-corruption "-C" sets built with the ImageNet-C builder (cifar profile): val at the
-    main severity, test at every severity. Idempotent and cheap once made (the builder resumes)."""
-    if not (r.data / "split.json").is_file():
-        cmd = cli("mini/prepare_data.py", benchmark=r.bench.name, out=r.data, seed=0, no_corrupt_=True)
-        run("data", "prepare_data", cmd)
+    """Clean splits, stratified subsets of val and test, and their 15-corruption "-C" sets built with the
+    ImageNet-C builder (cifar profile): val at the main severity, test at every severity. Idempotent and cheap
+    once made (the builder resumes)."""
+    ensure_data(r.bench, r.data, run)
     sets, s = r.sets, r.s
     stratified_subset(sets["val"], sets["val_clean"], s.val_clean_per_class)
     stratified_subset(sets["val"], sets["val_sub"], s.val_per_class)

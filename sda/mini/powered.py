@@ -1,0 +1,246 @@
+"""The powered test of SDA on a mini benchmark: the setting the validation study chose, committed with its
+decision rule before the run (``configs/mini/<benchmark>/powered.json``), on the target-test split.
+
+    python mini/study.py --test               # -> results/mini/<benchmark>/powered/{powered.json, powered.md, .png}
+
+Design: severity 5; ``test_per_class`` images per class and corruption (140 per corruption for glyphs32),
+rotated so that corruptions use different base images where the split allows (``rotated_c_subset``); for each
+seed, the synthetic set is generated and projected (MoD), the test set projected, and the source fine-tuned
+on the aligned set (SDA), on the raw set (SDA w/o MoD) and on as many projected real train images (Oracle);
+BN-adapt re-estimates the source's BatchNorm statistics on the aligned set. Every column is scored per image
+(``sda.mini.scoring``), and every number comes with a 95% interval from a two-stage bootstrap: seeds with
+replacement (a random effect), then base images with replacement (all versions of a clean image together).
+
+The rule (stated in ``powered.json`` and committed before the run) gives one of three outcomes:
+*reproduced at this scale*, *no effect at this scale* or *inconclusive*.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sda.mini import stats
+from sda.mini.benchmarks import CLASSIFIER_CONFIG
+from sda.mini.data import rotated_c_subset, stratified_subset
+from sda.mini.pipeline import cli
+from sda.mini.procs import ROOT, complete_manifest
+from sda.mini.scoring import ImageSet, correct
+from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet
+from sda.utils.errors import UserError
+from sda.utils.io import write_json, write_text
+from sda.utils.layout import CORRUPTIONS
+
+POWERED = "powered-1"
+# Each column: (mode of sda.eval.ensemble, model scoring the projected image); None: the source model.
+COLUMNS: dict[str, tuple[str, str | None]] = {
+    "source": ("first", None),
+    "projected": ("second", None),
+    "dda": ("sum", None),
+    "sda": ("sda", "ft"),
+    "sda_nomod": ("sda", "nomod"),
+    "bn_adapt": ("sda", "bn_adapt"),
+    "oracle": ("sda", "oracle"),
+}
+DIFFERENCES = (("sda", "dda"), ("sda", "bn_adapt"), ("sda", "sda_nomod"), ("dda", "source"), ("oracle", "sda"))
+
+
+@dataclass(frozen=True)
+class PoweredPlan:
+    """The committed setting of the powered test (``configs/mini/<benchmark>/powered.json``)."""
+
+    recipe: Recipe
+    train: TrainSet  # its seed is replaced by each test seed
+    seeds: tuple[int, ...]
+    test_per_class: int
+    f_passed_on_val: bool  # gate (f) of the chosen setting, from the study
+    rule: str
+
+    @classmethod
+    def load(cls, path: Path) -> PoweredPlan:
+        if not path.is_file():
+            raise UserError(f"{path} not found: commit the chosen setting and the rule first (README, 'powered test')")
+        d = json.loads(path.read_text())
+        return cls(
+            recipe=Recipe(**d["recipe"]),
+            train=TrainSet(**d["train"]),
+            seeds=tuple(d["seeds"]),
+            test_per_class=d["test_per_class"],
+            f_passed_on_val=d["f_passed_on_val"],
+            rule=d["rule"],
+        )
+
+
+def verdict(diffs: dict[str, dict[str, float]], f_passed: bool) -> dict[str, Any]:
+    """The pre-registered rule. Reproduced: gate (f) passed on val, SDA - DDA >= +1.0 with its interval above 0,
+    and SDA not below BN-adapt or SDA w/o MoD (each difference's interval reaches 0 or above). No effect: the
+    upper bound of SDA - DDA is below +1. Otherwise inconclusive."""
+    d = diffs["sda-dda"]
+    not_below = all(diffs[k]["hi"] >= 0 for k in ("sda-bn_adapt", "sda-sda_nomod"))
+    if f_passed and d["value"] >= 1.0 and d["lo"] > 0 and not_below:
+        status = "reproduced at this scale"
+    elif d["hi"] < 1.0:
+        status = "no effect at this scale"
+    else:
+        status = "inconclusive"
+    conditions = {"f_passed_on_val": f_passed, "sda_minus_dda_ge_1": d["value"] >= 1.0, "interval_above_0": d["lo"] > 0}
+    conditions.update(sda_not_below_others=not_below, upper_bound_below_1=d["hi"] < 1.0)
+    return {"status": status, "conditions": conditions}
+
+
+class PoweredTest:
+    """One folder (``<study out>/../powered``) holding every seed's sets, models, scores and the outcomes."""
+
+    def __init__(self, study: Study, plan: PoweredPlan, out: Path):
+        self.st, self.plan, self.out = study, plan, out
+        self.work = Study(study.bench, study.plan, out, study.data, study.assets, study.threads, study.quick)
+
+    @property
+    def test_c(self) -> ImageSet:
+        return ImageSet.folder("testC", self.out / "testC")
+
+    def prepare_test(self) -> None:
+        """The whole test split's "-C" set at severity 5 (once), then the rotated subset of this plan."""
+        test, full = self.st.data / "test", self.st.data / "test-C-full"
+        if self.st.quick:  # CI: a few base images, the same code
+            n = self.plan.test_per_class
+            test, full = stratified_subset(test, self.st.data / f"test{n}", n), self.st.data / f"test{n}-C-full"
+        cmd = cli("eval/build_c.py", test, full, profile="cifar", format="png", severity=SEVERITY, seed=0)
+        self.work.run("data", "build_test_c", cmd)
+        rotated_c_subset(full, self.out / "testC", self.plan.test_per_class, SEVERITY)
+
+    def seed_outcomes(self, seed: int) -> dict[str, np.ndarray]:
+        """Per-image correctness (I,) of every column for one seed (cached in ``seed<k>/outcomes.npz``)."""
+        w, out = self.work, self.out / f"seed{seed}"
+        path = out / "outcomes.npz"
+        if path.is_file():
+            return dict(np.load(path))
+        t0, seconds = time.time(), {}
+        proj_root = out / "testC_proj"
+        manifests = [proj_root / "ImageNet-C-Syn" / c / str(SEVERITY) / "align_manifest.json" for c in CORRUPTIONS]
+        if not all(map(complete_manifest, manifests)):
+            extra = cli(corruption="all", severity=SEVERITY)
+            w.run.parallel("align", w.project(f"align_test_s{seed}", self.out / "testC", "C", proj_root, extra, seed))
+        seconds["project_test"] = round(time.time() - t0, 1)
+        t = replace(self.plan.train, seed=seed)
+        seconds.update(w.make_draw(t, per_class=t.per_class))
+        seconds.update(w.make_real())
+        t1 = time.time()
+        row = Row("test", self.plan.recipe, t)
+        models = {
+            "ft": w.finetune(row, w.train_dir(t), seed=seed),
+            "nomod": w.finetune(row, w.train_dir(t, aligned=False), tag="-nomod", seed=seed),
+            "oracle": w.finetune(row, w.train_dir(TrainSet(t.per_class, None)), tag=f"-oracle-s{seed}", seed=seed),
+            "bn_adapt": self.bn_adapt(t, out / "bn_adapt.pth"),
+        }
+        seconds["finetune"] = round(time.time() - t1, 1)
+        outcomes = self.score(models, self.test_c.moved(f"testC_proj_s{seed}", proj_root / "ImageNet-C-Syn"))
+        np.savez(path, **outcomes)
+        write_json(out / "seconds.json", {**seconds, "total": round(time.time() - t0, 1)})
+        return outcomes
+
+    def bn_adapt(self, t: TrainSet, path: Path) -> Path:
+        if not path.is_file():
+            cmd = cli(
+                "finetune/bn_adapt.py", CLASSIFIER_CONFIG, self.work.source, data_root_=self.work.train_dir(t), out=path
+            )
+            self.work.run.parallel("finetune", [(path.parent.name + "_bn_adapt", cmd)], threads_per_job=PINNED_THREADS)
+        return path
+
+    def score(self, models: dict[str, Path], proj: ImageSet) -> dict[str, np.ndarray]:
+        sc, src, raw = self.work.scores, self.work.source, self.test_c
+        s1, s2 = sc(src, raw), sc(src, proj)
+        out = {}
+        for name, (mode, model) in COLUMNS.items():
+            out[name] = correct(mode, s1, s2 if model is None else sc(models[model], proj), raw.labels)
+        for m in models.values():
+            sc.forget(m)
+        return out
+
+    def run(self) -> dict[str, Any]:
+        self.prepare_test()
+        per_seed = [self.seed_outcomes(k) for k in self.plan.seeds]
+        return self.report(per_seed)
+
+    def report(self, per_seed: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        groups = self.test_c.base_images
+        arr = {c: np.stack([o[c] for o in per_seed]) for c in COLUMNS}  # (S, I) each
+        columns = {c: _iv(stats.bootstrap(stats.mean_pct, arr[c], groups=groups)) for c in COLUMNS}
+        diffs = {
+            f"{a}-{b}": _iv(stats.bootstrap(stats.diff_pct, arr[a], arr[b], groups=groups)) for a, b in DIFFERENCES
+        }
+        corr = np.array([f.split("/")[0] for f in self.test_c.files])
+        per_corruption = {c: {k: stats.mean_pct(arr[k][:, corr == c]) for k in COLUMNS} for c in CORRUPTIONS}
+        seconds = [json.loads((self.out / f"seed{k}" / "seconds.json").read_text()) for k in self.plan.seeds]
+        record = {
+            "powered": POWERED,
+            "settings": {"recipe": asdict(self.plan.recipe), "train": asdict(self.plan.train)},
+            "seeds": list(self.plan.seeds),
+            "n_per_corruption": int((corr == CORRUPTIONS[0]).sum()),
+            "n_images": len(corr),
+            "n_base_images": len(set(groups)),
+            "columns": columns,
+            "differences": diffs,
+            "per_corruption": per_corruption,
+            "per_seed_means": {
+                k: {c: stats.mean_pct(o[c]) for c in COLUMNS} for k, o in zip(self.plan.seeds, per_seed, strict=True)
+            },
+            "rule": self.plan.rule,
+            "verdict": verdict(diffs, self.plan.f_passed_on_val),
+            "seconds_per_seed": seconds,
+        }
+        write_json(self.out / "powered.json", record)
+        write_text(self.out / "powered.md", powered_markdown(record))
+        return record
+
+
+def _iv(b: dict[str, float]) -> dict[str, float]:
+    return {"value": b["value"], "lo": b["lo"], "hi": b["hi"]}
+
+
+def powered_markdown(r: dict[str, Any]) -> str:
+    titles = {
+        "source": "Source",
+        "projected": "Projected only",
+        "dda": "DDA",
+        "sda": "**SDA**",
+        "sda_nomod": "SDA w/o MoD",
+    }
+    titles.update(bn_adapt="BN-adapt", oracle="Oracle")
+    lines = [
+        f"Top-1 (%) on the target-test split, severity 5, {r['n_per_corruption']} images per corruption "
+        f"({r['n_images']} scored, {r['n_base_images']} base images), seeds {','.join(map(str, r['seeds']))}; "
+        "95% intervals from a bootstrap over seeds and base images.",
+        "",
+        "| column | top-1 [95% CI] |",
+        "|---|---:|",
+    ]
+    for k, v in r["columns"].items():
+        lines.append(f"| {titles[k]} | {v['value']:.1f} [{v['lo']:.1f}, {v['hi']:.1f}] |")
+    lines += ["", "| difference | points [95% CI] |", "|---|---:|"]
+    for k, v in r["differences"].items():
+        a, b = k.split("-")
+        lines.append(f"| {titles[a]} - {titles[b]} | {v['value']:+.1f} [{v['lo']:+.1f}, {v['hi']:+.1f}] |")
+    v = r["verdict"]
+    lines += [
+        "",
+        f"Rule (committed before the run): {r['rule']}",
+        "",
+        f"**Verdict: {v['status']}** ({v['conditions']})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main_powered(st: Study) -> dict[str, Any]:
+    """The powered test with the committed plan of ``st``'s benchmark, in ``<study out>/../powered``."""
+    plan = PoweredPlan.load(ROOT / st.bench.configs / ("powered-quick.json" if st.quick else "powered.json"))
+    out = st.out.parent / ("powered-quick" if st.quick else "powered")
+    record = PoweredTest(st, plan, out).run()
+    print("\n" + powered_markdown(record))
+    return record
