@@ -11,28 +11,23 @@ format) let an interrupted run resume: run the same command again.
 
 from __future__ import annotations
 
-import argparse
-
-from sda.diffusion.training import TrainRun, add_train_args, run_training
-from sda.models.adm_flags import MODEL_FLAG_DEFAULTS, add_model_args, create_model, model_kwargs_from_args
-from sda.utils.cli import parse_with_config, run_main
-from sda.utils.errors import UserError
+from sda.models.adm_flags import create_model, model_kwargs
+from sda.training.config import align_train_config
+from sda.training.runner import run_training
+from sda.utils.cli import run_main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(p, defaults=MODEL_FLAG_DEFAULTS)
-    add_train_args(p)
-    return p
+def build_parser():
+    """The command line (for --help and the tests): declared by ``sda.training.config``."""
+    from sda.models.adm_flags import MODEL_FLAG_DEFAULTS
+    from sda.training.config import TrainConfig
+
+    return TrainConfig.parser(MODEL_FLAG_DEFAULTS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_with_config(build_parser(), argv)
-    if args.class_cond:
-        raise UserError("align/train.py trains the unconditional model; use gen/train.py --model ADM for class_cond")
-    return run_training(
-        TrainRun.from_args(args, class_cond=False), lambda: create_model(**model_kwargs_from_args(args))
-    )
+    cfg = align_train_config(argv, __doc__)
+    return run_training(cfg, lambda: create_model(**model_kwargs(cfg.model_flags)))
 
 
 if __name__ == "__main__":

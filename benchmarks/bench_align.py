@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 
 import sda.models.unet_blocks as unet_blocks
-from sda.align import ProjectionConfig
+from sda.align import AlignConfig, ProjectionConfig
 from sda.align.lowpass import LowPass
 from sda.align.projection import prepare_model, project, project_reference_style
 from sda.diffusion import create_diffusion, randn_like_gen
 from sda.models.adm_flags import ADM_FLAGS, MODEL_FLAG_DEFAULTS, create_model, model_kwargs
+from sda.utils.options import add_options
 from sda.utils.seed import make_generator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,22 +133,23 @@ def _cpu_name() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    p.add_argument("--batch_size", type=int, default=None, help="default: per preset (mini 10, others 8)")
+    # align's own flags (sda.align.config), with per-preset defaults for the batch and the respacing
+    add_options(
+        p, AlignConfig, only=("batch_size", "timestep_respacing"), defaults=dict.fromkeys(PRESET_DEFAULTS["mini"])
+    )
+    add_options(p, ProjectionConfig, only=("D", "scale"))
     p.add_argument(
         "--steps",
         type=int,
         default=None,
         help="guided steps timed (N); default per preset (mini 25 = the demo's full projection, others 5)",
     )
-    p.add_argument("--timestep_respacing", default=None, help="default per preset (mini 50, others 100)")
     p.add_argument(
         "--full_steps",
         type=int,
         default=None,
         help="N of the full projection that images/s refers to (default: 25 for mini, 50 otherwise)",
     )
-    p.add_argument("--D", type=int, default=4)
-    p.add_argument("--scale", type=float, default=6.0)
     p.add_argument(
         "--precision", default="fp32,bf16", help="comma list of fast-path precisions, one row each (fp32, fp16, bf16)"
     )

@@ -498,26 +498,39 @@ class TorchrunBench:
         self._tmp.cleanup()
 
     def commands(self) -> dict[str, list[str]]:
-        from sda.testing import TINY_ADM, adm_cli_flags
+        """Each stage's command, generated from its typed config (as the mini benchmark drives the stages)."""
+        from sda.align.config import AlignConfig, ProjectionConfig
+        from sda.eval.config import EvalConfig
+        from sda.finetune.config import FinetuneConfig
+        from sda.gen.config import GenConfig
+        from sda.models.adm_flags import complete_flags
+        from sda.testing import TINY_ADM
 
         t, dev = self.t, self.dev
-        gen = ["gen/sample.py", "--model", "DiT-d2w64h2/4", "--no-vae", "--image-size", "16", "--num-classes", "10"]
-        gen += ["--ckpt", t / "dit.pt", "--num-sampling-steps", "4", "--classes", "0-2", "--images-per-class", "3"]
-        gen += ["--out-dir", t / "gen", "--device", dev]
-        align = ["align/project.py", *adm_cli_flags(TINY_ADM), "--class_cond", "False", "--timestep_respacing", "4"]
-        align += ["--N", "2", "--batch_size", "4", "--model_path", t / "adm.pt", "--base_samples", t / "C"]
-        align += ["--datatype", "C", "--corruption", "fog", "--save_dir", t / "out", "--device", dev]
-        cfg = ROOT / "configs" / "finetune" / "TinyResNet.py"
-        evaluate = ["eval/evaluate.py", cfg, t / "cls.pth", "--originckpt", t / "cls.pth", "--corruption", "fog"]
-        evaluate += ["--data_prefix1", t / "C", "--data_prefix2", t / "out" / "ImageNet-C-Syn", "--device", dev]
-        evaluate += ["--num-workers", "0", "--launcher", "pytorch", "--out", t / "eval.json"]
-        evaluate += ["--cfg-options", "model.head.num_classes=2"]
-        finetune = ["finetune/train.py", cfg, "--launcher", "pytorch", "--data-root", t / "train"]
-        finetune += ["--work-dir", t / "work", "--final-ckpt", t / "ft.pth", "--cfg-options", "load_from=None"]
-        finetune += ["model.head.num_classes=2", "train_cfg.max_epochs=1", "train_dataloader.batch_size=8"]
-        finetune += ["--amp"] if dev == "cuda" else []
-        cmds = {"gen": gen, "align": align, "eval": evaluate, "finetune": finetune}
-        return {k: [*self.launch, str(ROOT / v[0]), *map(str, v[1:])] for k, v in cmds.items()}
+        gen = GenConfig(model="DiT-d2w64h2/4", no_vae=True, image_size=16, num_classes=10, ckpt=str(t / "dit.pt"))
+        gen = dataclasses.replace(
+            gen, num_sampling_steps=4, classes="0-2", images_per_class=3, out_dir=str(t / "gen"), device=dev
+        )
+        flags = complete_flags({**TINY_ADM, "class_cond": False})
+        align = AlignConfig(
+            base_samples=t / "C", datatype="C", save_dir=t / "out", image_size=flags["image_size"],
+            projection=ProjectionConfig(N=2), corruptions="fog", batch_size=4, timestep_respacing="4",
+            model_path=str(t / "adm.pt"), model_flags=flags, device=dev,
+        )  # fmt: skip
+        cfg, two = str(ROOT / "configs" / "finetune" / "TinyResNet.py"), {"model.head.num_classes": 2}
+        evaluate = EvalConfig(
+            config=cfg, checkpoint=str(t / "cls.pth"), originckpt=str(t / "cls.pth"), corruptions="fog",
+            data_prefix1=str(t / "C"), data_prefix2=str(t / "out" / "ImageNet-C-Syn"), device=dev, num_workers=0,
+            launcher="pytorch", out=str(t / "eval.json"), cfg_options=two,
+        )  # fmt: skip
+        finetune = FinetuneConfig(
+            config=cfg, launcher="pytorch", data_root=str(t / "train"), work_dir=str(t / "work"),
+            final_ckpt=str(t / "ft.pth"), amp=dev == "cuda",
+            cfg_options={"load_from": None, **two, "train_cfg.max_epochs": 1, "train_dataloader.batch_size": 8},
+        )  # fmt: skip
+        cmds = {"gen/sample.py": gen, "align/project.py": align, "eval/evaluate.py": evaluate}
+        cmds["finetune/train.py"] = finetune
+        return {k.split("/")[0]: [*self.launch, str(ROOT / k), *c.to_argv()] for k, c in cmds.items()}
 
     def outputs(self, name: str) -> tuple[int, int]:
         """(outputs found, outputs expected), each counted once by its relative path."""

@@ -116,6 +116,8 @@ def accept(entry: str, args: list[str]) -> None:
     """Parse ``args`` as ``entry`` would, building its typed config where it has one (nothing runs)."""
     from sda.align import AlignConfig
     from sda.eval import EvalConfig
+    from sda.eval.builders import CorruptedSet
+    from sda.finetune.config import BNAdaptConfig, FinetuneConfig
     from sda.gen import GenConfig
 
     configs = {
@@ -123,6 +125,9 @@ def accept(entry: str, args: list[str]) -> None:
         "align/project.py": AlignConfig.from_argv,
         "eval/evaluate.py": EvalConfig.from_argv,
         "eval/test_ensemble.py": EvalConfig.from_argv,
+        "eval/build_c.py": CorruptedSet.from_argv,
+        "finetune/train.py": FinetuneConfig.from_argv,
+        "finetune/bn_adapt.py": BNAdaptConfig.from_argv,
     }
     if entry in configs:
         configs[entry](args)

@@ -16,14 +16,6 @@ LowPassFn = Callable[[torch.Tensor], torch.Tensor]
 LOWPASS_KINDS = ("matrix", "resize_right")
 
 
-def check_downsample(size: int, D: int) -> None:
-    """The reference asserts log2(D) is an integer; the LPF also needs size divisible by D."""
-    if D < 1 or not math.log2(D).is_integer():
-        raise ValueError(f"D={D}: the low-pass factor must be a power of two (1, 2, 4, 8, ...)")
-    if size % D != 0:
-        raise ValueError(f"image size {size} is not divisible by D={D}: choose D dividing the image size")
-
-
 def lowpass_resize_right(x: torch.Tensor, D: int) -> torch.Tensor:
     """The reference's LPF: resize-right cubic antialiased down by D, then cubic up by D (N, C, H, W)."""
     from resize_right import resize
@@ -62,8 +54,8 @@ class LowPass:
     def __init__(
         self, height: int, width: int, D: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
     ):
-        check_downsample(height, D)
-        check_downsample(width, D)
+        # user input is checked by ProjectionConfig (D a power of two) and check_against (D divides the size)
+        assert D >= 1 and math.log2(D).is_integer() and height % D == 0 and width % D == 0, (height, width, D)
         self.D = D
         self.shape = (height, width)
         self.left = lowpass_matrix(height, D).to(device=device, dtype=dtype)  # (H, H)

@@ -106,8 +106,7 @@ def project_progressive(
     :param lowpass: the LPF; None -> :class:`LowPass` for ref's size and D on ref's device.
     """
     N = cfg.N
-    if not (0 if cfg.guidance == "none" else 1) <= N <= diffusion.num_timesteps:
-        raise ValueError(f"N={N} must be in [1, {diffusion.num_timesteps}] (the respaced steps)")
+    assert N <= diffusion.num_timesteps, (N, diffusion.num_timesteps)  # the user check: ProjectionConfig.check_against
     if step_noise is not None and len(step_noise) != N:
         raise ValueError(f"step_noise has {len(step_noise)} tensors, need N={N}")
     if cfg.guidance == "none":

@@ -55,13 +55,6 @@ def run_key(cfg: AlignConfig, model_sha256: str, device_type: str) -> dict[str, 
     }
 
 
-def model_identity(cfg: AlignConfig, model: Any) -> str:
-    """The projector's content hash: its checkpoint file (cached by size and mtime), else its weights."""
-    if cfg.model_path:
-        return cached_sha256(cfg.model_path)
-    return state_dict_sha256(model)
-
-
 def plan_batches(sets: Sequence[ImageSet], cfg: AlignConfig) -> list[Batch]:
     """Every input of every set in sorted order, cut into fixed batches within each set (as the reference runs
     one folder at a time). The plan depends only on the inputs and settings, never on what exists or on the
@@ -181,6 +174,7 @@ def project_folder(
     rank: int | None = None,
     world_size: int | None = None,
     device: torch.device | str | None = None,
+    model_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Project every image of ``cfg``'s layout exactly once (across ranks), resumably.
 
@@ -189,7 +183,8 @@ def project_folder(
     rank 0 claims the output sets and lists the batches with a missing output before anyone writes, and
     every rank takes its share of those batches. Ranks without a group (separate jobs sharing a folder,
     ``rank``/``world_size`` given) take their share of all batches and skip the complete ones. Writes
-    ``align_manifest.json`` into each output set. Returns a summary dict.
+    ``align_manifest.json`` into each output set. ``model_sha256``: the projector's identity in the run key
+    (its checkpoint file's hash; default: a hash of its weights). Returns a summary dict.
     """
     cfg.projection.check_against(cfg.image_size, diffusion.num_timesteps)
     grouped = dist.is_grouped()
@@ -200,7 +195,7 @@ def project_folder(
         device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
     sets = image_sets(cfg.base_samples, cfg.save_dir, cfg.datatype, cfg.corruptions, cfg.severities)
     check_outputs(cfg, sets)
-    key = run_key(cfg, model_identity(cfg, model), torch.device(device).type)
+    key = run_key(cfg, model_sha256 or state_dict_sha256(model), torch.device(device).type)
     settings = {**key, "world_size": world_size, "datatype": cfg.datatype}
     folders = (
         [
@@ -247,12 +242,8 @@ def project_folder(
 def load_projector(cfg: AlignConfig, device: torch.device) -> tuple[torch.nn.Module, Any]:
     """The ADM of ``cfg.model_path`` (strict, safe), prepared for its precision, and its respaced diffusion."""
     from sda.align.projection import prepare_model
-    from sda.models.adm_flags import (
-        create_diffusion_from_flags,
-        create_model,
-        load_adm_checkpoint,
-        model_kwargs,
-    )
+    from sda.diffusion.flags import create_diffusion_from_flags
+    from sda.models.adm_flags import create_model, load_adm_checkpoint, model_kwargs
 
     diffusion = create_diffusion_from_flags(cfg.model_flags, cfg.timestep_respacing)
     model = create_model(**model_kwargs(cfg.model_flags))
@@ -282,7 +273,10 @@ def align(cfg: AlignConfig) -> dict[str, Any]:
         if cfg.model_flags.get("use_fp16") and cfg.precision != "fp16":
             log(f"align: --use_fp16 True but running in {cfg.precision} (fp16 is the default on CUDA only)")
         model, diffusion = load_projector(cfg, info.device)
-        summary = project_folder(model, diffusion, cfg, rank=info.rank, world_size=info.world_size, device=info.device)
+        ident = cached_sha256(cfg.model_path)
+        summary = project_folder(
+            model, diffusion, cfg, rank=info.rank, world_size=info.world_size, device=info.device, model_sha256=ident
+        )
         log(f"align: done, {summary['images']} images in {', '.join(summary['out_dirs'])}")
         return summary
     finally:

@@ -59,8 +59,7 @@ def create_diffusion(
     v-prediction), else EPSILON. rescale_timesteps=False (both official paths used
     here) gives the model the original integer timesteps.
     """
-    if predict_xstart and predict_v:
-        raise ValueError("predict_xstart and predict_v exclude each other: choose one model target")
+    assert not (predict_xstart and predict_v), "one model target (the configs check: flags.check_prediction)"
     betas = get_named_beta_schedule(noise_schedule, diffusion_steps)
     if predict_xstart:
         mean_type = ModelMeanType.START_X

@@ -1,5 +1,5 @@
-"""A short diffusion training loop shared by ``gen/train.py`` (DiT or class-conditional ADM) and
-``align/train.py`` (unconditional ADM).
+"""A short diffusion training loop (the core; its command line is ``sda.training``, shared by ``gen/train.py``
+for DiT or a class-conditional ADM and ``align/train.py`` for the unconditional ADM).
 
 The recipe is DiT's (``train.py``) without the launcher: AdamW at a constant learning rate (with an
 optional linear warm-up), an EMA copy of the weights, uniform timesteps and the loss of the shared
@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -249,125 +249,3 @@ def train(
         "checkpoint": None if ckpt is None else str(ckpt),
         "ema": ema,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# the run: a typed config built by gen/train.py and align/train.py
-
-
-# The diffusion flags a training run takes (guided-diffusion's names).
-TRAIN_DIFFUSION_FLAGS = ("diffusion_steps", "noise_schedule", "rescale_learned_sigmas", "predict_xstart", "predict_v")
-
-
-def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """Data, diffusion and optimisation flags (guided-diffusion's names where it has one)."""
-    from sda.models.adm_flags import add_diffusion_args
-
-    parser.add_argument("--config", default=None, help="JSON file of flag defaults (command-line flags win)")
-    parser.add_argument("--data_dir", default=None, help="class-folder training images <data_dir>/<class>/<image>")
-    parser.add_argument("--results_dir", default=None, help="checkpoints go to <results_dir>/checkpoints/<step>.pt")
-    parser.add_argument("--export", default=None, help="write the final EMA weights here as a plain state dict")
-    add_diffusion_args(parser, TRAIN_DIFFUSION_FLAGS)
-    parser.add_argument("--steps", type=int, default=1000, help="total optimisation steps (resume continues to it)")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up steps")
-    parser.add_argument("--decay_steps", type=int, default=0, help="linear learning-rate decay to 0 at the end")
-    parser.add_argument("--ema_rate", type=float, default=0.999)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ckpt_every", type=int, default=500)
-    parser.add_argument("--log_every", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-
-
-@dataclass(frozen=True)
-class TrainRun:
-    """One diffusion training run: data, model target, optimisation settings and outputs, validated once."""
-
-    data_dir: Path
-    results_dir: Path
-    image_size: int
-    class_cond: bool
-    learn_sigma: bool
-    diffusion: dict[str, Any]  # the TRAIN_DIFFUSION_FLAGS values
-    settings: TrainSettings
-    export: Path | None = None
-    threads: int = 0
-    device: str | None = None
-    flags: dict[str, Any] = field(default_factory=dict)  # every flag, stored with the checkpoints as DiT does
-
-    def __post_init__(self) -> None:
-        if self.diffusion.get("predict_xstart") and self.diffusion.get("predict_v"):
-            raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, class_cond: bool) -> TrainRun:
-        for name in ("data_dir", "results_dir"):
-            if getattr(args, name) is None:
-                raise UserError(f"--{name} is required (on the command line or in --config)")
-        settings = TrainSettings(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup=args.warmup,
-            decay_steps=args.decay_steps,
-            ema_decay=args.ema_rate,
-            seed=args.seed,
-            ckpt_every=args.ckpt_every,
-            log_every=args.log_every,
-            class_dropout=getattr(args, "class_dropout", 0.0),
-            num_classes=getattr(args, "num_classes", None) or 0,
-        )
-        return cls(
-            data_dir=Path(args.data_dir),
-            results_dir=Path(args.results_dir),
-            image_size=args.image_size,
-            class_cond=class_cond,
-            learn_sigma=args.learn_sigma,
-            diffusion={k: getattr(args, k) for k in TRAIN_DIFFUSION_FLAGS},
-            settings=settings,
-            export=Path(args.export) if args.export else None,
-            threads=args.threads,
-            device=args.device,
-            flags=dict(vars(args)),
-        )
-
-
-def run_training(run: TrainRun, build_model: Callable[[], nn.Module]) -> dict[str, Any]:
-    """Seed, build the model, load the data, train to ``steps``, optionally export the EMA weights.
-
-    The model is built after ``torch.manual_seed(seed)``, so its initial weights, like every later
-    draw, follow from the seed: the same command gives the same checkpoints.
-    """
-    from sda.diffusion import create_diffusion
-    from sda.utils.dist import init_distributed
-    from sda.utils.io import write_json
-
-    if run.threads > 0:
-        torch.set_num_threads(run.threads)
-    torch.manual_seed(run.settings.seed)
-    model = build_model()
-    device = init_distributed(run.device).device
-    x, y, classes = load_class_folder(run.data_dir, run.image_size)
-    print(
-        f"{len(x)} training images in {len(classes)} classes from {run.data_dir}; "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    )
-    diffusion = create_diffusion("", learn_sigma=run.learn_sigma, **run.diffusion)
-    write_json(run.results_dir / "args.json", run.flags)  # the resolved settings next to the results
-    out = train(
-        model.to(device),
-        diffusion,
-        x,
-        y if run.class_cond else None,
-        run.settings,
-        run.results_dir / "checkpoints",
-        argparse.Namespace(**run.flags),
-    )
-    if run.export and out["checkpoint"] is not None:
-        export_ema(out["checkpoint"], run.export)
-        print(f"wrote EMA weights of step {out['step']} to {run.export}")
-    return out

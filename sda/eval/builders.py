@@ -10,6 +10,7 @@ pixels (``build_manifest.json``), so a rerun with another seed, profile or quali
 
 from __future__ import annotations
 
+import argparse
 import functools
 import multiprocessing as mp
 import os
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sda.eval.corruptions import FORMATS, JPEG_QUALITY, check_profile, corrupt, preprocess
+from sda.eval.corruptions import FORMATS, JPEG_QUALITY, PROFILES, check_profile, corrupt, preprocess
 from sda.utils.errors import UserError
 from sda.utils.io import check_disjoint, check_writable_dir, list_images, load_rgb, save_image
 from sda.utils.layout import CORRUPTIONS, SEVERITIES, parse_corruptions, parse_severities
+from sda.utils.options import add_options, option, option_values, to_argv
 from sda.utils.runfolder import RunFolder, claimed
 from sda.utils.seed import image_seed
 
@@ -83,15 +85,29 @@ class CorruptedSet:
     ``fmt``: "jpeg" (``.JPEG``, quality ``quality``) or "png"; None: the profile's. Validated once here.
     """
 
-    src: Path
-    out: Path
-    corruptions: tuple[str, ...] | str = CORRUPTIONS
-    severities: tuple[int, ...] | str = SEVERITIES
-    profile: str = "imagenet"
-    fmt: str | None = None
-    seed: int = 0
-    workers: int = 1
-    quality: int = JPEG_QUALITY
+    src: Path = option(kind="positional", help="source root: <src>/<class>/<image>")
+    out: Path = option(kind="positional", help="output root: <out>/<corruption>/<severity>/<class>/<image>")
+    corruptions: tuple[str, ...] | str = option(
+        "all", "'all' (the 15 of ImageNet-C) or a comma list: " + ", ".join(CORRUPTIONS), names=("--corruption",)
+    )
+    severities: tuple[int, ...] | str = option(
+        ",".join(map(str, SEVERITIES)), "comma list of severities in 1..5", names=("--severity",)
+    )
+    profile: str = option(
+        "imagenet",
+        "imagenet: resize 256 + crop 224 + ImageNet-C parameters (default); cifar: CIFAR-10-C parameters at the "
+        "native size (32 px images)",
+        choices=sorted(PROFILES),
+    )
+    fmt: str | None = option(
+        None,
+        "jpeg (.JPEG) or png; default: jpeg for imagenet, png for cifar",
+        names=("--format",),
+        choices=sorted(FORMATS),
+    )
+    seed: int = option(0)
+    workers: int = option(1, "processes")
+    quality: int = option(JPEG_QUALITY, "JPEG quality (ImageNet-C: 85)")
 
     def __post_init__(self) -> None:
         prof = check_profile(self.profile)
@@ -103,6 +119,19 @@ class CorruptedSet:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "corruptions", tuple(parse_corruptions(self.corruptions)))
         object.__setattr__(self, "severities", tuple(parse_severities(self.severities)))
+        if self.workers < 1 or not 1 <= self.quality <= 100:
+            raise UserError("--workers must be at least 1 and --quality in 1..100")
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None = None) -> CorruptedSet:
+        p = argparse.ArgumentParser(
+            prog="eval/build_c.py", description="ImageNet-C style corruptions of a class-folder image set"
+        )
+        add_options(p, cls)
+        return cls(**option_values(cls, p.parse_args(argv)))
+
+    def to_argv(self) -> list[str]:
+        return to_argv(self)
 
 
 def build_corrupted_set(spec: CorruptedSet) -> dict[str, int]:

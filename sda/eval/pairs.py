@@ -139,9 +139,6 @@ def build_subsets(
     return subsets
 
 
-VIEWS = ("raw", "proj", "pur")  # the raw target image, its DDA projection, its DiffPure purification
-
-
 class PairedImages(Dataset):
     """(index, {view: image}, error) from an mmpretrain test pipeline; views = raw, and proj / pur if wanted.
 

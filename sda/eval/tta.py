@@ -32,6 +32,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
+from sda.utils.errors import UserError
+from sda.utils.options import option
 from sda.utils.seed import image_seed
 
 METHODS = ("norm", "tent", "memo")
@@ -42,18 +44,36 @@ NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 class TTAConfig:
     """The methods to run and their hyperparameters (defaults: the authors' ImageNet-C settings)."""
 
-    methods: tuple[str, ...] = ()
-    batch_size: int = 64  # TENT's ImageNet batch; also test-time BN's
-    tent_lr: float = 0.00025  # TENT: SGD, lr 0.00025, momentum 0.9 for batch 64 (ImageNet-C)
-    tent_momentum: float = 0.9
-    memo_views: int = 64  # MEMO: augmented copies per image
-    memo_lr: float = 0.00025  # MEMO, ResNet-50: SGD lr 0.00025, no momentum, no weight decay
-    memo_prior: float = 16.0  # MEMO's BN prior strength N: source statistics weigh N images
-    memo_steps: int = 1
+    methods: tuple[str, ...] | str = option(
+        (), "adaptation baselines on the raw images: a comma list of norm,tent,memo", names=("--tta",)
+    )
+    batch_size: int = option(64, "test-time BN and TENT batch (TENT's ImageNet batch)", names=("--tta-batch-size",))
+    tent_lr: float = option(
+        0.00025, "TENT: SGD lr 0.00025, momentum 0.9 for batch 64 (ImageNet-C)", names=("--tent-lr",)
+    )
+    tent_momentum: float = option(0.9, names=("--tent-momentum",))
+    memo_views: int = option(64, "MEMO: augmented copies per image", names=("--memo-views",))
+    memo_lr: float = option(
+        0.00025, "MEMO, ResNet-50: SGD lr 0.00025, no momentum or weight decay", names=("--memo-lr",)
+    )
+    memo_prior: float = option(
+        16.0, "MEMO's BN prior strength: the source statistics weigh this many images", names=("--memo-prior",)
+    )
+    memo_steps: int = option(1, names=("--memo-steps",))
     augmix_severity: int = 1
     augmix_width: int = 3
     augmix_depth: int = -1  # -1: 1..3 ops at random
     augmix_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        names = self.methods.split(",") if isinstance(self.methods, str) else self.methods
+        names = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+        for n in names:
+            if n not in METHODS:
+                raise UserError(f"--tta {n!r}: use a comma list of {', '.join(METHODS)}")
+        object.__setattr__(self, "methods", names)
+        if self.batch_size < 1 or self.memo_views < 1 or self.memo_steps < 1 or self.memo_prior < 0:
+            raise UserError("--tta-batch-size, --memo-views and --memo-steps must be positive, --memo-prior >= 0")
 
 
 # ----------------------------------------------------------------------------- losses

@@ -1,42 +1,24 @@
 """Stage 3 (finetune): fine-tune an mmpretrain classifier on a class-folder set (mmpretrain's tools/train.py).
 
-``FinetuneRun`` holds the command line's settings; ``apply_run`` applies them to the mmengine config;
-``finetune`` checks the inputs, trains with mmengine's Runner (checkpoints loaded safely and strictly)
-and writes the final weights as ``{"meta", "state_dict"}`` with the resolved config beside them.
+``FinetuneConfig`` (``sda.finetune.config``) holds the command line's settings; ``apply_run`` applies them to the
+mmengine config and ``check_config`` checks the result once, before any work; ``finetune`` trains with
+mmengine's Runner (checkpoints loaded safely and strictly) and writes the final weights as
+``{"meta", "state_dict"}`` with the resolved config beside them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sda.finetune.classifiers import check_class_folders, head_num_classes, resolve_config_path
+from sda.finetune.config import FinetuneConfig
 from sda.utils.errors import UserError
 from sda.utils.io import atomic_write, check_writable_dir, check_writable_file, write_text
 
 FINAL_DIR = "finetuned_ckpt"  # finetuned_ckpt/<config name>.pth, as the reference names them
-
-
-@dataclass(frozen=True)
-class FinetuneRun:
-    """One fine-tuning run: the config (file or model name) and what the command line changes."""
-
-    config: str
-    work_dir: str | None = None
-    resume: str | None = None  # a checkpoint, "auto" (the newest in the work dir) or None
-    amp: bool = False
-    no_validate: bool = False
-    auto_scale_lr: bool = False
-    no_pin_memory: bool = False
-    no_persistent_workers: bool = False
-    cfg_options: dict[str, Any] | None = None
-    launcher: str = "none"
-    data_root: str | None = None
-    final_ckpt: str | None = None
-    allow_pickle: bool = False
 
 
 def _dataset_root(ds: Any) -> Path | None:
@@ -49,7 +31,7 @@ def _dataset_root(ds: Any) -> Path | None:
     return Path(ds.get("data_root", "") or "") / prefix
 
 
-def _loader(cfg_loader: Any, run: FinetuneRun) -> Any:
+def _loader(cfg_loader: Any, run: FinetuneConfig) -> Any:
     """A dataloader config with the train tool's defaults (pin memory on CUDA, persistent workers)."""
     from mmengine.config import ConfigDict
 
@@ -79,7 +61,7 @@ def _resume(cfg: Any, resume: str | None) -> None:
         cfg.resume, cfg.load_from = True, resume
 
 
-def apply_run(cfg: Any, run: FinetuneRun, config_path: Path) -> Any:
+def apply_run(cfg: Any, run: FinetuneConfig, config_path: Path) -> Any:
     """Apply the run's settings to the mmengine config (mmpretrain's train-tool semantics: ``--cfg-options``
     first, then the dedicated flags, then the dataloader defaults that depend on the result)."""
     if run.cfg_options:
@@ -92,8 +74,6 @@ def apply_run(cfg: Any, run: FinetuneRun, config_path: Path) -> Any:
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / config_path.stem)
     if run.amp:
-        if not torch.cuda.is_available():
-            raise UserError("--amp needs a CUDA GPU; drop --amp to train on the CPU")
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
     if run.auto_scale_lr:
@@ -110,8 +90,11 @@ def apply_run(cfg: Any, run: FinetuneRun, config_path: Path) -> Any:
     return cfg
 
 
-def check_inputs(cfg: Any) -> None:
-    """Fail early, with one line, on a missing checkpoint or a class-folder set that does not fit."""
+def check_config(cfg: Any) -> None:
+    """The one check of a resolved run, before any work: one line on AMP without a GPU, a missing checkpoint,
+    a bad batch size or epoch count, or a class-folder set that does not fit the head."""
+    if cfg.optim_wrapper.get("type") == "AmpOptimWrapper" and not torch.cuda.is_available():
+        raise UserError("--amp needs a CUDA GPU; drop --amp to train on the CPU")
     if cfg.get("load_from") and "://" not in str(cfg.load_from) and not Path(cfg.load_from).is_file():
         raise UserError(
             f"checkpoint {cfg.load_from} not found; download it with scripts/download_ckpt.sh "
@@ -155,7 +138,7 @@ def save_final(runner: Any, cfg: Any, path: Path) -> None:
     runner.logger.info(f"final weights: {path} (config {path.with_suffix('.py')})")
 
 
-def finetune(run: FinetuneRun) -> Path:
+def finetune(run: FinetuneConfig) -> Path:
     """Train; returns the final checkpoint's path (written by rank 0)."""
     from mmengine.config import Config
     from mmengine.registry import RUNNERS
@@ -166,7 +149,7 @@ def finetune(run: FinetuneRun) -> Path:
 
     config_path = resolve_config_path(run.config)
     cfg = apply_run(Config.fromfile(str(config_path)), run, config_path)
-    check_inputs(cfg)
+    check_config(cfg)
     final = Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
     check_writable_file(final, "--final-ckpt")
     check_writable_dir(cfg.work_dir, "--work-dir")

@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sda.diffusion.flags import check_prediction
 from sda.models.dit import DiT_models, is_dit_name
 from sda.utils.errors import UserError
+from sda.utils.options import add_options, option, option_values, to_argv
 from sda.utils.precision import PRECISIONS, check_precision
 from sda.utils.weights import PRETRAINED_DIR, dit_file, vae_dir
 
@@ -59,29 +61,63 @@ class GenConfig:
     """Everything a Stage 1 run depends on. ``adm``: guided-diffusion's model and diffusion flags when
     ``model == "ADM"`` (a class-conditional UNet in pixel space), else None."""
 
-    model: str = "DiT-XL/2"
-    image_size: int = 256
-    num_classes: int = 1000
-    cfg_scale: float = 1.0
-    cfg_channels: str = "3"
-    num_sampling_steps: int = DEFAULT_STEPS
-    global_seed: int = 0
-    ckpt: str | None = None
-    allow_pickle: bool = False
-    learn_sigma: bool = True
-    vae: str = "ema"
-    vae_path: str | None = None
-    no_vae: bool = False
-    clip_denoised: bool = False
-    sample_dir: str = "samples"
-    out_dir: str | None = None
-    images_per_class: int = 50
-    classes: str | None = None
-    per_proc_batch_size: int = 32
-    tf32: bool = True
-    precision: str = "fp32"
-    device: str | None = None
-    grid_size: int = 8
+    model: str = option(
+        "DiT-XL/2", f"{', '.join(DiT_models)}, a custom DiT-d<depth>w<width>h<heads>/<patch>, or {ADM_MODEL}"
+    )
+    image_size: int = option(
+        256,
+        "output size in pixels (the model's input size with --no-vae; latent = size / 8 otherwise)",
+        names=("--image-size", "--image_size"),
+    )
+    num_classes: int = option(1000, names=("--num-classes",))
+    cfg_scale: float = option(1.0, "classifier-free guidance; 1.0 = none (SDA)", names=("--cfg-scale",))
+    cfg_channels: str = option(
+        "3",
+        "guide the first 3 output channels (official DiT) or all epsilon channels (diffusers)",
+        names=("--cfg-channels",),
+        choices=("3", "all"),
+    )
+    num_sampling_steps: int = option(DEFAULT_STEPS, "DDPM steps (the paper: 250)", names=("--num-sampling-steps",))
+    global_seed: int = option(0, names=("--global-seed",))
+    ckpt: str | None = option(
+        None, f"model checkpoint (default for DiT-XL/2: {PRETRAINED_DIR}/DiT-XL-2-<size>x<size>.pt)"
+    )
+    allow_pickle: bool = option(
+        False, "load a checkpoint with arbitrary pickles (trusted)", kind="switch", names=("--allow-pickle",)
+    )
+    learn_sigma: bool = option(
+        True, "DiT predicts the variance too (all official and DiT-recipe checkpoints)", kind="toggle",
+        names=("--learn-sigma",),
+    )  # fmt: skip
+    vae: str = option("ema", choices=("ema", "mse"))
+    vae_path: str | None = option(
+        None,
+        f"local diffusers AutoencoderKL folder or single file (default {PRETRAINED_DIR}/sd-vae-ft-<vae>)",
+        names=("--vae-path",),
+    )
+    no_vae: bool = option(False, "pixel-space model: no VAE, 3 channels", kind="switch", names=("--no-vae",))
+    clip_denoised: str = option(
+        "auto",
+        "clip each step's predicted x0 to [-1, 1]; auto: off in latent space (official DiT), on in pixel space "
+        "(guided-diffusion's sampler)",
+        names=("--clip-denoised",),
+        choices=("auto", "true", "false"),
+    )
+    sample_dir: str = option(
+        "samples", "images go to <sample-dir>/<folder naming the settings>", names=("--sample-dir",)
+    )
+    out_dir: str | None = option(
+        None, "write the class folders directly here (overrides --sample-dir)", names=("--out-dir",)
+    )
+    images_per_class: int = option(50, names=("--images-per-class",))
+    classes: str | None = option(None, "e.g. 0-999 or 3,7,9 or 0-4,10 (default: all classes)")
+    per_proc_batch_size: int = option(32, names=("--per-proc-batch-size",))
+    tf32: bool = option(True, "TF32 matmuls on Ampere+ GPUs (the reference's default)", kind="toggle")
+    precision: str = option(
+        "fp32", "fp32 (reference); bf16/fp16 autocast; fp64 for bit-exact checks on CPU", choices=PRECISIONS
+    )
+    device: str | None = option(None, "default: CUDA when available", choices=("cpu", "cuda"))
+    grid_size: int = option(8, "classes x images in the sample grid (0: no grid)", names=("--grid-size",))
     adm: dict[str, Any] | None = None
     class_list: list[int] = field(init=False, repr=False, compare=False)
 
@@ -92,6 +128,8 @@ class GenConfig:
                 f"DiT-d<depth>w<width>h<heads>/<patch> or {ADM_MODEL}"
             )
         check_precision(self.precision, PRECISIONS)
+        if self.clip_denoised not in ("auto", "true", "false"):
+            raise UserError(f"--clip-denoised {self.clip_denoised!r}: use auto, true or false")
         if self.images_per_class < 1 or self.per_proc_batch_size < 1:
             raise UserError("--images-per-class and --per-proc-batch-size must be at least 1")
         if self.num_sampling_steps < 1:
@@ -111,12 +149,16 @@ class GenConfig:
     def _check_adm(self, adm: dict[str, Any]) -> None:
         if self.precision == "fp64":
             raise UserError("--precision fp64 is for DiT only (the UNet embeds timesteps in float32); use fp32")
-        if adm.get("predict_xstart") and adm.get("predict_v"):
-            raise UserError("--predict_xstart and --predict_v exclude each other; set at most one")
+        check_prediction(adm)
         if not adm.get("class_cond"):
             raise UserError(
                 "gen needs a class-conditional ADM; pass --class_cond True with a class-conditional checkpoint"
             )
+
+    @property
+    def clip(self) -> bool:
+        """``--clip-denoised`` resolved: auto clips in pixel space (guided-diffusion), not in latent space (DiT)."""
+        return self.no_vae if self.clip_denoised == "auto" else self.clip_denoised == "true"
 
     @property
     def is_adm(self) -> bool:
@@ -164,7 +206,7 @@ class GenConfig:
     def pixel_settings(self, ckpt_sha256: str, vae_sha256: str | None = None, device: str = "cpu") -> dict[str, Any]:
         """The run key: every setting that changes the pixels (the batch size and the device included: kernels
         round differently for other shapes and devices), the weights' content hashes and the code's version."""
-        values = asdict(self)
+        values = {**asdict(self), "clip_denoised": self.clip}
         return {
             "algorithm": ALGORITHM,
             **{k: values[k] for k in PIXEL_SETTINGS},
@@ -177,19 +219,23 @@ class GenConfig:
     # ------------------------------------------------------------------------------------ command line
     @classmethod
     def from_argv(cls, argv: Sequence[str] | None = None) -> GenConfig:
-        """Parse ``gen/sample.py`` flags; with ``--model ADM`` guided-diffusion's model flags follow."""
+        """Parse ``gen/sample.py`` flags; with ``--model ADM`` guided-diffusion's model flags follow (their
+        ``--image_size`` is ``--image-size``: one setting, two spellings)."""
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
-        adm = None
+        values = option_values(cls, args)
         if args.model == ADM_MODEL:
-            adm = vars(_adm_parser(args.image_size).parse_args(rest))
-            args.no_vae = True
-            args.learn_sigma = adm["learn_sigma"]
-            args.image_size = adm["image_size"]
+            adm = {**vars(_adm_parser().parse_args(rest)), "image_size": args.image_size}
+            values.update(adm=adm, no_vae=True, learn_sigma=adm["learn_sigma"])
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        clip = args.no_vae if args.clip_denoised == "auto" else args.clip_denoised == "true"
-        return cls(**{**vars(args), "clip_denoised": clip, "adm": adm})
+        return cls(**values)
+
+    def to_argv(self) -> list[str]:
+        """``gen/sample.py``'s flags for this config (the ADM's model flags after ``--model ADM``)."""
+        adm = [a for k, v in (self.adm or {}).items() if k != "image_size" for a in (f"--{k}", str(v))]
+        skip = ("no_vae", "learn_sigma") if self.is_adm else ()  # implied by --model ADM
+        return to_argv(self, skip=skip) + adm
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,82 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="With --model ADM, guided-diffusion's model flags (--num_channels 256 --class_cond True ...) "
         "follow; their defaults are the released 256x256 class-conditional model's.",
     )
-    p.add_argument(
-        "--model",
-        default="DiT-XL/2",
-        metavar="NAME",
-        help=f"{', '.join(DiT_models)}, a custom DiT-d<depth>w<width>h<heads>/<patch>, or {ADM_MODEL}",
-    )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=256,
-        help="output size in pixels (the model's input size with --no-vae; latent = size / 8 otherwise)",
-    )
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance; 1.0 = none (SDA)")
-    p.add_argument(
-        "--cfg-channels",
-        choices=("3", "all"),
-        default="3",
-        help="guide the first 3 output channels (official DiT) or all epsilon channels (diffusers)",
-    )
-    p.add_argument("--num-sampling-steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--global-seed", type=int, default=0)
-    p.add_argument(
-        "--ckpt",
-        default=None,
-        help=f"model checkpoint (default for DiT-XL/2: {PRETRAINED_DIR}/DiT-XL-2-<size>x<size>.pt)",
-    )
-    p.add_argument("--allow-pickle", action="store_true", help="load a checkpoint with arbitrary pickles (trusted)")
-    p.add_argument(
-        "--learn-sigma",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="DiT predicts the variance too (all official and DiT-recipe checkpoints)",
-    )
-    p.add_argument("--vae", choices=("ema", "mse"), default="ema")
-    p.add_argument(
-        "--vae-path",
-        default=None,
-        help=f"local diffusers AutoencoderKL folder or single file (default {PRETRAINED_DIR}/sd-vae-ft-<vae>)",
-    )
-    p.add_argument("--no-vae", action="store_true", help="pixel-space model: no VAE, 3 channels")
-    p.add_argument(
-        "--clip-denoised",
-        choices=("auto", "true", "false"),
-        default="auto",
-        help="clip each step's predicted x0 to [-1, 1]; auto: off in latent space (official DiT), "
-        "on in pixel space (guided-diffusion's sampler)",
-    )
-    p.add_argument("--sample-dir", default="samples", help="images go to <sample-dir>/<folder naming the settings>")
-    p.add_argument("--out-dir", default=None, help="write the class folders directly here (overrides --sample-dir)")
-    p.add_argument("--images-per-class", type=int, default=50)
-    p.add_argument("--classes", default=None, help="e.g. 0-999 or 3,7,9 or 0-4,10 (default: all classes)")
-    p.add_argument("--per-proc-batch-size", type=int, default=32)
-    p.add_argument(
-        "--tf32",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="TF32 matmuls on Ampere+ GPUs (the reference's default)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="fp32 (reference); bf16/fp16 autocast; fp64 for bit-exact checks on CPU",
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
-    p.add_argument("--grid-size", type=int, default=8, help="classes x images in the sample grid (0: no grid)")
+    add_options(p, GenConfig)
     return p
 
 
-def _adm_parser(image_size: int) -> argparse.ArgumentParser:
+def _adm_parser() -> argparse.ArgumentParser:
     """guided-diffusion's model flags and the diffusion flags gen uses, defaults: the 256 px conditional model."""
-    from sda.models.adm_flags import ADM_FLAGS, add_diffusion_args, add_model_args
+    from sda.diffusion.flags import add_diffusion_args
+    from sda.models.adm_flags import ADM_FLAGS, add_model_args
 
-    defaults = {**ADM_FLAGS["256_cond"], "image_size": image_size}
+    defaults = ADM_FLAGS["256_cond"]
     p = argparse.ArgumentParser(prog="gen/sample.py --model ADM", add_help=False)
-    add_model_args(p, defaults=defaults)
-    add_diffusion_args(p, ("diffusion_steps", "noise_schedule", "predict_xstart", "predict_v"), defaults)
+    add_model_args(p, defaults=defaults, skip=("image_size",))  # --image-size / --image_size is gen's own
+    add_diffusion_args(p, defaults=defaults)
     return p

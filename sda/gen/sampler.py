@@ -88,7 +88,7 @@ def build_sampler(cfg: GenConfig, device: torch.device) -> Sampler:
     """Model, diffusion and (optional) VAE of a config, on ``device``."""
     ckpt = cfg.checkpoint
     if cfg.is_adm:
-        from sda.models.adm_flags import create_diffusion_from_flags
+        from sda.diffusion.flags import create_diffusion_from_flags
 
         assert cfg.adm is not None
         model = load_adm(cfg.adm, ckpt, num_classes=cfg.num_classes, allow_pickle=cfg.allow_pickle)
@@ -123,5 +123,5 @@ def build_sampler(cfg: GenConfig, device: torch.device) -> Sampler:
         cfg_channels=cfg.cfg_channels,
         vae=vae,
         precision=cfg.precision,
-        clip_denoised=cfg.clip_denoised,
+        clip_denoised=cfg.clip,
     )

@@ -369,18 +369,3 @@ def _versions() -> dict[str, str]:
         "matplotlib": matplotlib.__version__,
         "scikit-image": skimage.__version__,
     }
-
-
-def preview(
-    path: str | os.PathLike, seed: int = 0, per_class: int = 10, style: GlyphStyle = GlyphStyle(), scale: int = 3
-) -> None:
-    """A (per_class x 10) grid PNG of fresh samples (one column per class), upscaled by ``scale``."""
-    rows = []
-    for r in range(per_class):
-        rows.append(
-            np.concatenate(
-                [render_image(c, np.random.default_rng([seed, 99, r, c]), style) for c in range(NUM_CLASSES)], axis=1
-            )
-        )
-    grid = np.concatenate(rows, axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from sda.mini import stats
-from sda.mini.benchmarks import CLASSIFIER_CONFIG
+from sda.mini.commands import bn_adapt_config, build_c_config, command
 from sda.mini.data import rotated_c_subset, stratified_subset
-from sda.mini.pipeline import cli
+from sda.mini.plan import C_SYN
 from sda.mini.procs import ROOT, complete_manifest
 from sda.mini.scoring import ImageSet, correct
 from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet
@@ -98,7 +98,8 @@ class PoweredTest:
 
     def __init__(self, study: Study, plan: PoweredPlan, out: Path):
         self.st, self.plan, self.out = study, plan, out
-        self.work = Study(study.bench, study.plan, out, study.data, study.assets, study.threads, study.quick)
+        one_size = replace(study.plan, sizes=(plan.train.per_class,))  # each draw at the plan's size, no larger
+        self.work = Study(study.bench, one_size, out, study.data, study.assets, study.threads, study.quick)
 
     @property
     def test_c(self) -> ImageSet:
@@ -110,8 +111,7 @@ class PoweredTest:
         if self.st.quick:  # CI: a few base images, the same code
             n = self.plan.test_per_class
             test, full = stratified_subset(test, self.st.data / f"test{n}", n), self.st.data / f"test{n}-C-full"
-        cmd = cli("eval/build_c.py", test, full, profile="cifar", format="png", severity=SEVERITY, seed=0)
-        self.work.run("data", "build_test_c", cmd)
+        self.work.run("data", "build_test_c", command(build_c_config(test, full, SEVERITY)))
         rotated_c_subset(full, self.out / "testC", self.plan.test_per_class, SEVERITY)
 
     def seed_outcomes(self, seed: int) -> dict[str, np.ndarray]:
@@ -122,13 +122,12 @@ class PoweredTest:
             return dict(np.load(path))
         t0, seconds = time.time(), {}
         proj_root = out / "testC_proj"
-        manifests = [proj_root / "ImageNet-C-Syn" / c / str(SEVERITY) / "align_manifest.json" for c in CORRUPTIONS]
+        manifests = [proj_root / C_SYN / c / str(SEVERITY) / "align_manifest.json" for c in CORRUPTIONS]
         if not all(map(complete_manifest, manifests)):
-            extra = cli(corruption="all", severity=SEVERITY)
-            w.run.parallel("align", w.project(f"align_test_s{seed}", self.out / "testC", "C", proj_root, extra, seed))
+            w.run.parallel("align", w.project(f"align_test_s{seed}", self.out / "testC", "C", proj_root, seed))
         seconds["project_test"] = round(time.time() - t0, 1)
         t = replace(self.plan.train, seed=seed)
-        seconds.update(w.make_draw(t, per_class=t.per_class))
+        seconds.update(w.make_draw(t))
         seconds.update(w.make_real())
         t1 = time.time()
         row = Row("test", self.plan.recipe, t)
@@ -139,16 +138,14 @@ class PoweredTest:
             "bn_adapt": self.bn_adapt(t, out / "bn_adapt.pth"),
         }
         seconds["finetune"] = round(time.time() - t1, 1)
-        outcomes = self.score(models, self.test_c.moved(f"testC_proj_s{seed}", proj_root / "ImageNet-C-Syn"))
+        outcomes = self.score(models, self.test_c.moved(f"testC_proj_s{seed}", proj_root / C_SYN))
         np.savez(path, **outcomes)
         write_json(out / "seconds.json", {**seconds, "total": round(time.time() - t0, 1)})
         return outcomes
 
     def bn_adapt(self, t: TrainSet, path: Path) -> Path:
         if not path.is_file():
-            cmd = cli(
-                "finetune/bn_adapt.py", CLASSIFIER_CONFIG, self.work.source, data_root_=self.work.train_dir(t), out=path
-            )
+            cmd = command(bn_adapt_config(self.work.source, self.work.train_dir(t), path))
             self.work.run.parallel("finetune", [(path.parent.name + "_bn_adapt", cmd)], threads_per_job=PINNED_THREADS)
         return path
 

@@ -206,3 +206,70 @@ def image_grid(
     left of every row and a header over every column group (``[(title, columns), ...]``)."""
     grid = labelled_grid([[load_rgb(f) for f in row] for row in rows], row_labels, groups, cell=cell, pad=pad)
     save_image(grid, path, format="PNG")
+
+
+def study_figure(study: dict[str, Any], powered: dict[str, Any] | None, path: str | Path, title: str) -> None:
+    """SDA - DDA (points, 95% interval) on corrupted validation images against the synthetic set size and
+    against the realism distance of gate (g), with the oracle (projected real images of the same size) as a line
+    and the powered test's result at the chosen setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sda.mini.study import TrainSet
+
+    def _set_name(train: dict[str, Any]) -> str:
+        return TrainSet(**train).name
+
+    recipe = study["choices"]["recipe"]
+    rows = [r for r in study["rows"].values() if r["recipe"] == recipe]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+
+    def errorbar(ax, xs, rs, **kw):
+        ys = [r["sda_minus_dda"]["value"] for r in rs]
+        err = [[y - r["sda_minus_dda"]["lo"] for y, r in zip(ys, rs, strict=True)],
+               [r["sda_minus_dda"]["hi"] - y for y, r in zip(ys, rs, strict=True)]]  # fmt: skip
+        ax.errorbar(xs, ys, yerr=err, capsize=4, marker="o", **kw)
+
+    size = sorted((r for r in rows if r["phase"] == "size"), key=lambda r: r["train"]["per_class"])
+    syn = [r for r in size if r["train"]["generator"] is not None]
+    real = [r for r in size if r["train"]["generator"] is None]
+    errorbar(ax1, [r["train"]["per_class"] for r in syn], syn, label="SDA: aligned synthetic set (val-C)")
+    errorbar(
+        ax1, [r["train"]["per_class"] for r in real], real, linestyle="--", label="Oracle: projected real set (val-C)"
+    )
+    if powered is not None:
+        d, n = powered["differences"]["sda-dda"], powered["settings"]["train"]["per_class"]
+        err = [[d["value"] - d["lo"]], [d["hi"] - d["value"]]]
+        style = dict(capsize=5, marker="*", markersize=14, color="black", linestyle="none")
+        ax1.errorbar([n], [d["value"]], yerr=err, label="SDA, powered test (test split)", **style)
+    ax1.set_xscale("log")
+    ax1.set_xticks([r["train"]["per_class"] for r in syn], [str(r["train"]["per_class"]) for r in syn])
+    ax1.set_xlabel("fine-tuning images per class")
+    ax1.set_ylabel("SDA - DDA, top-1 points (95% interval)")
+    ax1.set_title("against the synthetic set size")
+    gen = [r for r in rows if r["phase"] in ("generator", "size") and r["train"]["generator"] is not None]
+    sets = study["sets"]
+    named = [(r, sets[_set_name(r["train"])]["g"]) for r in gen if _set_name(r["train"]) in sets]
+    errorbar(ax2, [g["fd"] for _, g in named], [r for r, _ in named], linestyle="none", label="synthetic sets (val-C)")
+    for r, g in named:
+        ax2.annotate(_set_name(r["train"]).removeprefix("syn-"), (g["fd"], r["sda_minus_dda"]["value"]), fontsize=7,
+                     xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    if named:
+        ax2.axvline(named[0][1]["fd_real"], color="grey", linestyle=":", label="real-vs-real distance")
+    for r in real[-1:]:
+        ax2.axhline(r["sda_minus_dda"]["value"], color="C1", linestyle="--", label=f"Oracle ({_set_name(r['train'])})")
+    ax2.set_xlabel("gate (g): Frechet distance to projected real val (source features)")
+    ax2.set_ylabel("SDA - DDA, top-1 points (95% interval)")
+    ax2.set_title("against the realism of the synthetic set")
+    for ax in (ax1, ax2):
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())

@@ -29,10 +29,12 @@ from typing import Any
 
 import torch
 
+from sda.finetune.config import FinetuneConfig
 from sda.mini import gates as G
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, get_benchmark
+from sda.mini.commands import align_config, command, finetune_config, gen_config
 from sda.mini.data import lowpass_folder, lowpass_uint8, stratified_subset
-from sda.mini.pipeline import cli, finetune_cmd, project_cmd
+from sda.mini.plan import C_SYN, D_SYN, finetune_options
 from sda.mini.procs import ROOT, StageRunner
 from sda.utils.checkpoint import file_sha256, safe_load
 from sda.utils.provenance import versions
@@ -80,60 +82,51 @@ def model_flags(bench: Benchmark, which: str) -> dict[str, Any]:
 def training_commands(run: SourcesRun) -> dict[str, list[str]]:
     """Every training command (arguments after ``python``), by the asset it makes."""
     b, (data, results, assets) = run.bench, run.paths
-    s = b.settings
-    train = data / "train"
-    scratch = dict(no_validate_=True)
+    s, train = b.settings, data / "train"
+
+    def diffusion(script: str, which: str, *model: str) -> list[str]:
+        paths = ["--data_dir", str(train), "--results_dir", str(results / f"adm_{which}")]
+        return [
+            script,
+            *model,
+            "--config",
+            str(b.adm_config_path(which)),
+            *paths,
+            "--export",
+            str(assets / f"adm_{which}.pt"),
+        ]
+
+    def scratch(name: str, data_root: Path, **options: Any) -> list[str]:
+        final, work = results / f"{name}.pth", results / name
+        cfg = FinetuneConfig(
+            config=str(b.classifier_scratch), data_root=str(data_root), work_dir=str(work), final_ckpt=str(final),
+            no_validate=True, cfg_options=options or None,
+        )  # fmt: skip
+        return command(cfg)
+
+    oracle_train = data / f"train{b.oracle_train_per_class}"
+    projected = results / "oracle_train"
     return {
-        "adm_uncond": cli(
-            "align/train.py",
-            config=b.adm_config_path("uncond"),
-            data_dir=train,
-            results_dir=results / "adm_uncond",
-            export=assets / "adm_uncond.pt",
+        "adm_uncond": diffusion("align/train.py", "uncond"),
+        "adm_cond": diffusion("gen/train.py", "cond", "--model", "ADM"),
+        "classifier": scratch("classifier", train),
+        "classifier_lowpass": scratch(
+            "classifier_lowpass", data / f"train_lowpass_D{s.D}", **{"train_cfg.max_epochs": b.lowpass_epochs}
         ),
-        "adm_cond": cli(
-            "gen/train.py",
-            model="ADM",
-            config=b.adm_config_path("cond"),
-            data_dir=train,
-            results_dir=results / "adm_cond",
-            export=assets / "adm_cond.pt",
+        "oracle_projection": command(
+            align_config(b, s, assets / "adm_uncond.pt", oracle_train, "D", projected, run.seed)
         ),
-        "classifier": cli(
-            "finetune/train.py",
-            b.classifier_scratch,
-            data_root_=train,
-            work_dir_=results / "classifier",
-            final_ckpt_=results / "classifier.pth",
-            **scratch,
-        ),
-        "classifier_lowpass": cli(
-            "finetune/train.py",
-            b.classifier_scratch,
-            data_root_=data / f"train_lowpass_D{s.D}",
-            work_dir_=results / "classifier_lowpass",
-            final_ckpt_=results / "classifier_lowpass.pth",
-            **scratch,
-        )
-        + ["--cfg-options", f"train_cfg.max_epochs={b.lowpass_epochs}"],
-        "oracle_projection": project_cmd(
-            b,
-            s,
-            assets / "adm_uncond.pt",
-            data / f"train{b.oracle_train_per_class}",
-            "D",
-            results / "oracle_train",
-            run.seed,
-        ),
-        "oracle": finetune_cmd(
-            b,
-            s,
-            assets / "classifier.pth",
-            results / "oracle_train" / "DiT-Syn",
-            results / "oracle",
-            results / "oracle.pth",
-            run.seed,
-        ),
+        "oracle": command(
+            finetune_config(
+                b,
+                assets / "classifier.pth",
+                projected / D_SYN,
+                results / "oracle",
+                results / "oracle.pth",
+                run.seed,
+                finetune_options(s),
+            )
+        ),  # fmt: skip
     }
 
 
@@ -169,50 +162,23 @@ def train_steps(run: SourcesRun) -> dict[str, float]:
 
 def _project(run: SourcesRun, src: Path, datatype: str, save_dir: Path, corruptions: tuple[str, ...] = ()) -> None:
     """DDA's projection with the benchmark's settings, in this process."""
-    from sda.align import AlignConfig, ProjectionConfig, project_folder
+    from sda.align import project_folder
     from sda.align.runner import load_projector
 
     b, (_, _, assets) = run.bench, run.paths
     s = b.settings
-    flags = model_flags(b, "uncond")
-    cfg = AlignConfig(
-        base_samples=src,
-        datatype=datatype,
-        save_dir=save_dir,
-        image_size=flags["image_size"],
-        projection=ProjectionConfig(N=s.N, D=s.D, scale=s.scale, guidance_norm=s.guidance_norm),
-        batch_size=s.align_batch,
-        seed=run.seed,
-        lossless=True,
-        timestep_respacing=str(s.respacing),
-        model_path=str(assets / "adm_uncond.pt"),
-        model_flags=flags,
-        **({"corruptions": corruptions, "severities": (s.severities[0],)} if datatype == "C" else {}),
-    )
+    extra = {"corruptions": corruptions, "severities": (s.severities[0],)} if datatype == "C" else {}
+    cfg = align_config(b, s, assets / "adm_uncond.pt", src, datatype, save_dir, run.seed, **extra)
     model, diffusion = load_projector(cfg, torch.device("cpu"))
     project_folder(model, diffusion, cfg, device="cpu")
 
 
 def _gate_a_samples(run: SourcesRun, work: Path) -> Path:
-    """Raw generator samples with gen/sample.py's defaults (in this process)."""
-    from sda.gen import GenConfig, generate
+    """Raw generator samples with the demo's generation settings (in this process)."""
+    from sda.gen import generate
 
     b, (_, _, assets) = run.bench, run.paths
-    flags = model_flags(b, "cond")
-    argv = cli(
-        model="ADM",
-        ckpt=assets / "adm_cond.pt",
-        image_size_=flags["image_size"],
-        num_classes_=flags["num_classes"],
-        num_sampling_steps_=b.settings.sampling_steps,
-        cfg_scale_=b.settings.cfg_scale,
-        images_per_class_=GATE_IMAGES_PER_CLASS,
-        global_seed_=run.seed,
-        out_dir_=work / "synthetic",
-        per_proc_batch_size_=100,
-        device="cpu",
-    ) + b.adm_flags("cond")
-    generate(GenConfig.from_argv(argv))
+    generate(gen_config(b, b.settings, assets / "adm_cond.pt", work / "synthetic", run.seed, GATE_IMAGES_PER_CLASS))
     return work / "synthetic"
 
 
@@ -234,11 +200,11 @@ def measure_gates(run: SourcesRun) -> dict[str, Any]:
     _project(run, noisy.out, "C", work / "projected", G.GATE_B_CORRUPTIONS)
     sev = str(s.severities[0])
     raw = {c: G.classify_folder(source, noisy.out / c / sev)["top1"] for c in G.GATE_B_CORRUPTIONS}
-    proj_root = work / "projected" / "ImageNet-C-Syn"
+    proj_root = work / "projected" / C_SYN
     proj = {c: G.classify_folder(source, proj_root / c / sev)["top1"] for c in G.GATE_B_CORRUPTIONS}
     sub_cd = stratified_subset(data / "val", work / "val_cd", GATE_CD_PER_CLASS)
     _project(run, sub_cd, "D", work / "projected_clean")
-    projected_clean = work / "projected_clean" / "DiT-Syn"
+    projected_clean = work / "projected_clean" / D_SYN
     gates = {
         "a": a,
         "b": G.gate_b(raw, proj),

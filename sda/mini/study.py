@@ -15,7 +15,7 @@ validation before the next starts:
 2. **size**: synthetic images per class, each beside a control fine-tuned on as many projected *real* train
    images (the ceiling at that size); chosen by SDA - DDA on val-C: the smallest size within
    ``size_tolerance`` points of the best (the cost grows with the size);
-3. **generator**: the guidance scale, a generator trained longer and a wider one, compared at the chosen
+3. **generator**: the guidance scale, and a wider generator after two training lengths, compared at the chosen
    size (at most ``generator_per_class``); chosen by gate (f) (the fine-tuned model alone on projected clean
    val against the source: the alignment the data gives), with gate (g) (realism) beside it. The chosen
    generator and scale at the chosen size make the final row, whose gates (a)-(g) are reported.
@@ -37,8 +37,9 @@ import numpy as np
 
 from sda.mini import stats
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, Benchmark, get_benchmark
+from sda.mini.commands import align_config, build_c_config, command, finetune_config, gen_config
 from sda.mini.data import rotated_c_subset, stratified_subset
-from sda.mini.pipeline import cli, project_cmd
+from sda.mini.plan import C_SYN, D_SYN
 from sda.mini.procs import ROOT, StageRunner, complete_manifest
 from sda.mini.scoring import ImageSet, Scores, correct, top1
 from sda.utils.errors import UserError
@@ -67,8 +68,9 @@ class Recipe:
         base = Path(bench.finetune_config)
         return str(base if self.trainable == "all" else base.with_name(f"{base.stem}_{self.trainable}.py"))
 
-    def options(self) -> list[str]:
-        return [f"optim_wrapper.optimizer.lr={self.lr:g}", f"train_cfg.max_epochs={self.epochs}"]
+    def options(self) -> dict[str, Any]:
+        """The ``--cfg-options`` that set this recipe over the benchmark's."""
+        return {"optim_wrapper.optimizer.lr": self.lr, "train_cfg.max_epochs": self.epochs}
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,9 @@ def glyphs32_plan(bench: Benchmark) -> StudyPlan:
     s = bench.settings
     gens = (
         Generator("bundled", str(bench.assets / "adm_cond.pt")),
-        Generator("long12k", "results/mini/glyphs32/generators/long12k.pt"),
+        # a wider UNet (channel_mult 1,2,4,4: 4.7M parameters against 1.4M), after 4,000 and 6,000 steps of one run:
+        # width against the bundled model, training length within the wide run
+        Generator("wide4k", "results/mini/glyphs32/generators/wide4k.pt", {"channel_mult": "1,2,4,4"}),
         Generator("wide6k", "results/mini/glyphs32/generators/wide6k.pt", {"channel_mult": "1,2,4,4"}),
     )
     return StudyPlan(
@@ -195,7 +199,7 @@ class Study:
 
     @property
     def val_proj(self) -> ImageSet:
-        return self.val.moved("val_proj", self.out / "val_proj" / "DiT-Syn")
+        return self.val.moved("val_proj", self.out / "val_proj" / D_SYN)
 
     @property
     def valC(self) -> ImageSet:
@@ -203,29 +207,25 @@ class Study:
 
     @property
     def valC_proj(self) -> ImageSet:
-        return self.valC.moved("valC_proj", self.out / "valC_proj" / "ImageNet-C-Syn")
+        return self.valC.moved("valC_proj", self.out / "valC_proj" / C_SYN)
 
-    def project(
-        self, name: str, base: Path, datatype: str, save_dir: Path, extra: list[str] | None = None, seed: int = 0
-    ) -> list:
-        cmd = project_cmd(self.bench, self.s, self.assets / "adm_uncond.pt", base, datatype, save_dir, seed=seed)
-        return [(name, cmd + (extra or []))]
+    def project(self, name: str, base: Path, datatype: str, save_dir: Path, seed: int = 0) -> list:
+        """One align job with the benchmark's projector and DDA settings (C: every corruption at severity 5)."""
+        extra = {"corruptions": "all", "severities": str(SEVERITY)} if datatype == "C" else {}
+        projector = self.assets / "adm_uncond.pt"
+        return [(name, command(align_config(self.bench, self.s, projector, base, datatype, save_dir, seed, **extra)))]
 
     def prepare_validation(self) -> None:
         """Clean val and the rotated val-C subset, projected once (seed 0)."""
         if self.quick:
             stratified_subset(self.data / "val", self.data / "val1", 1)
         full_c = self.data / "val-C-full"
-        cmd = cli("eval/build_c.py", self.val.root, full_c, profile="cifar", format="png", severity=SEVERITY, seed=0)
-        self.run("data", "build_val_c", cmd)
+        self.run("data", "build_val_c", command(build_c_config(self.val.root, full_c, SEVERITY)))
         rotated_c_subset(full_c, self.out / "valC", self.plan.valC_per_class, SEVERITY)
         jobs = self.project("project_val", self.val.root, "D", self.out / "val_proj")
-        sev = cli(corruption="all", severity=SEVERITY)
-        jobs += self.project("project_valC", self.out / "valC", "C", self.out / "valC_proj", sev)
-        manifests = [self.out / "val_proj" / "DiT-Syn" / "align_manifest.json"]
-        manifests += [
-            self.out / "valC_proj" / "ImageNet-C-Syn" / c / str(SEVERITY) / "align_manifest.json" for c in CORRUPTIONS
-        ]
+        jobs += self.project("project_valC", self.out / "valC", "C", self.out / "valC_proj")
+        manifests = [self.out / "val_proj" / D_SYN / "align_manifest.json"]
+        manifests += [self.out / "valC_proj" / C_SYN / c / str(SEVERITY) / "align_manifest.json" for c in CORRUPTIONS]
         if not all(map(complete_manifest, manifests)):
             self.run.parallel("project_val", jobs)
 
@@ -233,17 +233,18 @@ class Study:
     def generator(self, name: str) -> Generator:
         return next(g for g in self.plan.generators if g.name == name)
 
+    def draw_size(self, t: TrainSet) -> int:
+        """Images per class of the draw ``t`` is cut from: phase 1's generator and scale are drawn once at the
+        largest size of phase 2 (its sets are nested subsets of one draw); any other set is its own draw."""
+        demo, top = self.plan.demo_set, max(self.plan.sizes)
+        same = (t.generator, t.cfg_scale, t.seed) == (demo.generator, demo.cfg_scale, demo.seed)
+        return top if same and t.per_class <= top else t.per_class
+
     def draw_dir(self, t: TrainSet) -> Path:
-        return self.out / "draws" / t.draw
+        return self.out / "draws" / f"{t.draw}-n{self.draw_size(t)}"
 
-    def largest(self, t: TrainSet) -> int:
-        """Images per class of the draw ``t`` is cut from: the largest size any row asks of it."""
-        sizes = [r.train.per_class for r in self.all_rows() if r.train.generator and r.train.draw == t.draw]
-        return max([t.per_class, *sizes])
-
-    def make_draw(self, t: TrainSet, per_class: int | None = None) -> dict[str, float]:
-        """Generate (``per_class`` images per class, default :meth:`largest`) and project (MoD) one draw; returns
-        seconds per stage."""
+    def make_draw(self, t: TrainSet) -> dict[str, float]:
+        """Generate (:meth:`draw_size` images per class) and project (MoD) one draw; returns seconds per stage."""
         g, out, seconds = self.generator(t.generator), self.draw_dir(t), {}
         ckpt = Path(g.ckpt) if Path(g.ckpt).is_absolute() else ROOT / g.ckpt
         if not ckpt.is_file():
@@ -251,22 +252,13 @@ class Study:
                 f"generator {g.name}: {ckpt} not found; train and export it first (README, 'validation study')"
             )
         if not complete_manifest(out / "gen" / "manifest.json"):
-            cond = self.bench.adm_config("cond")
-            flags = {**self.bench.adm_model_flags("cond"), **g.flags}
-            model_flags = [a for k, v in flags.items() for a in (f"--{k}", str(v))]
-            cmd = cli("gen/sample.py", *cli(model="ADM"), *model_flags, ckpt=ckpt)
-            cmd += cli(image_size_=cond["image_size"], num_classes_=cond["num_classes"])
-            cmd += cli(num_sampling_steps_=self.s.sampling_steps, cfg_scale_=t.cfg_scale, global_seed_=t.seed)
-            cmd += cli(
-                images_per_class_=per_class or self.largest(t),
-                out_dir_=out / "gen",
-                per_proc_batch_size_=100,
-                device="cpu",
+            cfg = gen_config(
+                self.bench, self.s, ckpt, out / "gen", t.seed, self.draw_size(t), cfg_scale=t.cfg_scale, **g.flags
             )
             t0 = time.time()
-            self.run("gen", f"gen_{t.draw}", cmd)
+            self.run("gen", f"gen_{t.draw}", command(cfg))
             seconds["gen"] = round(time.time() - t0, 1)
-        if not complete_manifest(out / "DiT-Syn" / "align_manifest.json"):
+        if not complete_manifest(out / D_SYN / "align_manifest.json"):
             t0 = time.time()
             self.run.parallel("align", self.project(f"align_{t.draw}", out / "gen", "D", out, seed=t.seed))
             seconds["align"] = round(time.time() - t0, 1)
@@ -275,7 +267,7 @@ class Study:
     def make_real(self) -> dict[str, float]:
         """The projected real train images of the controls (seed 0), once."""
         out = self.out / "real"
-        if complete_manifest(out / "DiT-Syn" / "align_manifest.json"):
+        if complete_manifest(out / D_SYN / "align_manifest.json"):
             return {}
         base = stratified_subset(
             self.data / "train", self.data / f"train{self.plan.max_real_per_class}", self.plan.max_real_per_class
@@ -287,9 +279,9 @@ class Study:
     def train_dir(self, t: TrainSet, aligned: bool = True) -> Path:
         """The class folders of a set: a stratified subset (first images per class) of its draw."""
         if t.generator is None:
-            src, dst = self.out / "real" / "DiT-Syn", self.out / "sets" / t.name
+            src, dst = self.out / "real" / D_SYN, self.out / "sets" / t.name
         else:
-            sub = "DiT-Syn" if aligned else "gen"
+            sub = D_SYN if aligned else "gen"
             src, dst = self.draw_dir(t) / sub, self.out / "sets" / (t.name + ("" if aligned else "-raw"))
         return stratified_subset(src, dst, t.per_class)
 
@@ -314,11 +306,10 @@ class Study:
         """The source fine-tuned with ``row``'s recipe on ``data_root`` (kept once made)."""
         final = self.out / "ft" / f"{row.name}{tag}.pth"
         if not final.is_file():
-            opts = [f"load_from={self.source}", f"randomness.seed={seed}", *row.recipe.options()]
             work = self.out / "ft" / f"work_{row.name}{tag}"
-            cmd = cli("finetune/train.py", row.recipe.config(self.bench), data_root_=data_root, work_dir_=work)
-            cmd += cli(final_ckpt_=final, no_validate_=True) + ["--cfg-options", *opts]
-            self.run.parallel("finetune", [(f"ft_{row.name}{tag}", cmd)], threads_per_job=PINNED_THREADS)
+            cfg = finetune_config(self.bench, self.source, data_root, work, final, seed, row.recipe.options())
+            cfg = replace(cfg, config=row.recipe.config(self.bench))
+            self.run.parallel("finetune", [(f"ft_{row.name}{tag}", command(cfg))], threads_per_job=PINNED_THREADS)
             shutil.rmtree(work, ignore_errors=True)  # per-epoch checkpoints: the final weights are what is scored
         return final
 

@@ -2,8 +2,8 @@
 
 The flag sets of the released checkpoints (``ADM_FLAGS``), the reference scripts' model flags and their
 defaults (``MODEL_FLAG_DEFAULTS``, ``add_model_args``), ``create_model`` (flags -> ``UNetModel``) and the
-strict checkpoint loader. This is the user-facing side of the model, so a bad flag value is a
-:class:`UserError` naming the flag.
+strict checkpoint loader. The diffusion half of the reference's flags lives in ``sda.diffusion.flags``.
+This is the user-facing side of the model, so a bad flag value is a :class:`UserError` naming the flag.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sda.diffusion.flags import DIFFUSION_FLAG_DEFAULTS
 from sda.models.unet import UNetModel
-from sda.utils.cli import str2bool
+from sda.utils.cli import add_flag_table
 from sda.utils.errors import UserError
 
 NUM_CLASSES = 1000  # ImageNet classes of the class-conditional ADM checkpoints
@@ -201,53 +202,17 @@ def model_kwargs(flags: Mapping[str, Any]) -> dict[str, Any]:
     return {k: flags[k] for k in keys if k in flags}
 
 
-# The diffusion flags of guided-diffusion's diffusion_defaults (timestep_respacing is each command's own),
-# plus predict_v (v-prediction, an extension of this project).
-DIFFUSION_FLAG_DEFAULTS: dict[str, Any] = dict(
-    diffusion_steps=1000,
-    noise_schedule="linear",
-    use_kl=False,
-    predict_xstart=False,
-    predict_v=False,
-    rescale_timesteps=False,
-    rescale_learned_sigmas=False,
-)
-DIFFUSION_FLAG_HELP = {
-    "predict_xstart": "the model predicts x0 instead of the noise (guided-diffusion's flag)",
-    "predict_v": "the model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (an extension, not in guided-diffusion)",
-}
 # Every flag that describes an ADM and its diffusion (what a model config file holds besides training settings).
 ADM_FLAG_KEYS: tuple[str, ...] = (*MODEL_FLAG_DEFAULTS, *DIFFUSION_FLAG_DEFAULTS)
 
 
-def add_flags(parser: argparse.ArgumentParser, flags: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-    """``--<name>`` for each of ``flags`` (a name -> default table); booleans parse as the reference's str2bool."""
-    for name, default in flags.items():
-        kind = str2bool if isinstance(default, bool) else type(default)
-        value = defaults.get(name, default)
-        parser.add_argument(f"--{name}", default=value, type=kind, help=DIFFUSION_FLAG_HELP.get(name))
-
-
-def add_diffusion_args(
-    parser: argparse.ArgumentParser, names: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None
-) -> None:
-    """Add guided-diffusion's diffusion flags (all, or ``names``) with ``defaults`` over the reference's."""
-    names = list(DIFFUSION_FLAG_DEFAULTS) if names is None else list(names)
-    add_flags(parser, {n: DIFFUSION_FLAG_DEFAULTS[n] for n in names}, defaults or {})
-
-
-def create_diffusion_from_flags(flags: Mapping[str, Any], timestep_respacing: str | None):
-    """The (respaced) diffusion of an ADM's flags: guided-diffusion's create_gaussian_diffusion.
-
-    A contradictory pair (``predict_xstart`` and ``predict_v``) is a :class:`UserError`.
-    """
-    from sda.diffusion import create_diffusion
-
-    kwargs = {k: flags[k] for k in DIFFUSION_FLAG_DEFAULTS if k in flags}
-    try:
-        return create_diffusion(timestep_respacing, learn_sigma=flags.get("learn_sigma", True), **kwargs)
-    except ValueError as e:
-        raise UserError(f"diffusion flags: {e}") from None
+def complete_flags(flags: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every model and diffusion flag (``ADM_FLAG_KEYS``), as a command line with ``add_model_args(defaults)``
+    and ``add_diffusion_args`` parses them: ``flags``, else ``defaults`` (None: the 256x256 unconditional
+    model), else the reference's defaults. What a config built in code holds, equal to the parsed one."""
+    base = {**MODEL_FLAG_DEFAULTS, **model_kwargs(ADM_256_UNCOND_FLAGS if defaults is None else defaults)}
+    base.update({k: (defaults or {}).get(k, v) for k, v in DIFFUSION_FLAG_DEFAULTS.items()})
+    return {k: flags.get(k, base[k]) for k in ADM_FLAG_KEYS}
 
 
 def flags_of(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,13 +220,16 @@ def flags_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in ADM_FLAG_KEYS if k in config}
 
 
-def add_model_args(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
-    """Add the reference's model flags (``--image_size``, ``--use_fp16 True``, ...) to ``parser``.
+def add_model_args(
+    parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = ()
+) -> None:
+    """Add the reference's model flags (``--image_size``, ``--use_fp16 True``, ...) but ``skip`` to ``parser``.
 
     :param defaults: flag values to default to; None -> the 256x256 unconditional model that SDA
         uses, other flags at the reference's defaults.
     """
-    add_flags(parser, MODEL_FLAG_DEFAULTS, model_kwargs(ADM_256_UNCOND_FLAGS if defaults is None else defaults))
+    defaults = model_kwargs(ADM_256_UNCOND_FLAGS if defaults is None else defaults)
+    add_flag_table(parser, MODEL_FLAG_DEFAULTS, defaults, skip)
 
 
 def model_kwargs_from_args(args: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,22 @@ def str2bool(v: str | bool) -> bool:
     if v.lower() in ("no", "false", "f", "n", "0"):
         return False
     raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r} (use True or False)")
+
+
+def add_flag_table(
+    parser: argparse.ArgumentParser,
+    flags: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    skip: Iterable[str] = (),
+    help: Mapping[str, str] | None = None,
+) -> None:
+    """``--<name>`` for each entry of a flag table (name -> the reference's default; guided-diffusion's
+    ``add_dict_to_argparser``) but ``skip``, defaulting to ``defaults``; booleans parse as its str2bool."""
+    for name, default in flags.items():
+        if name in skip:
+            continue
+        kind = str2bool if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{name}", default=defaults.get(name, default), type=kind, help=(help or {}).get(name))
 
 
 def int_list(text: str) -> list[int]:

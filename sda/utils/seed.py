@@ -4,9 +4,7 @@ the batch size, the number of processes or the device."""
 from __future__ import annotations
 
 import hashlib
-import random
 
-import numpy as np
 import torch
 
 
@@ -21,9 +19,3 @@ def make_generator(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)

@@ -1,7 +1,7 @@
 """The released weights of the full-scale pipeline: one table of file names and addresses.
 
 ``scripts/download_ckpt.sh`` fetches exactly these files into ``pretrained_ckpt/`` and ``scripts/eval.sh``,
-the stage defaults and the configs name them from here (tests/utils/test_weights.py checks that the
+the stage defaults and the configs name them from here (tests/test_install_files.py checks that the
 shell scripts agree with this table).
 """
 

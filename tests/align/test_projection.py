@@ -45,10 +45,14 @@ def test_lowpass_equals_resize_right(size: int, D: int) -> None:
     assert torch.allclose(ga, gb, atol=2e-6)
 
 
-def test_lowpass_rejects_bad_factor() -> None:
-    with pytest.raises(ValueError, match="divisible"):
-        LowPass(20, 20, 8)
-    with pytest.raises(ValueError, match="power of two"):
+def test_a_bad_factor_is_refused_by_the_config_and_asserted_below() -> None:
+    from sda.utils.errors import UserError
+
+    with pytest.raises(UserError, match="power of two"):
+        ProjectionConfig(D=3)
+    with pytest.raises(UserError, match="divisible"):
+        ProjectionConfig(D=8).check_against(20, 100)
+    with pytest.raises(AssertionError):  # the math's precondition, for callers that skip the config
         LowPass(24, 24, 3)
 
 
@@ -138,7 +142,7 @@ def test_progressive_yields_n_steps_and_norms() -> None:
     model, diffusion, ref = tiny_unet(), create_diffusion("10"), smooth_refs(2)
     steps = list(project_progressive(model, diffusion, ref, ProjectionConfig(N=3, D=4, scale=1.0), generator=gens(2)))
     assert len(steps) == 3 and all(s["norm"].ndim == 0 for s in steps)
-    with pytest.raises(ValueError, match="N=11"):
+    with pytest.raises(AssertionError):  # users meet ProjectionConfig.check_against first
         list(project_progressive(model, diffusion, ref, ProjectionConfig(N=11)))
 
 

@@ -159,5 +159,10 @@ def test_v_prediction_known_answers():
 
 
 def test_v_and_xstart_prediction_exclude_each_other():
-    with pytest.raises(ValueError, match="exclude each other"):
+    from sda.diffusion.flags import check_prediction
+    from sda.utils.errors import UserError
+
+    with pytest.raises(UserError, match="exclude each other"):  # the one user check, run by every config
+        check_prediction({"predict_xstart": True, "predict_v": True})
+    with pytest.raises(AssertionError):  # the core's precondition
         create_diffusion("", predict_xstart=True, predict_v=True)

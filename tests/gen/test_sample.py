@@ -241,10 +241,10 @@ def test_errors_are_one_line_with_exit_code_2(ckpt, tmp_path, monkeypatch, capsy
 
 
 def test_clip_denoised_defaults_follow_the_space():
-    assert GenConfig.from_argv(["--model", "DiT-S/8"]).clip_denoised is False  # latent: official DiT
-    assert GenConfig.from_argv(["--model", "DiT-S/8", "--no-vae"]).clip_denoised is True  # pixel space
-    assert GenConfig.from_argv(["--model", "ADM", "--image_size", "32"]).clip_denoised is True
-    assert GenConfig.from_argv(["--model", "DiT-S/8", "--clip-denoised", "true"]).clip_denoised is True
+    assert GenConfig.from_argv(["--model", "DiT-S/8"]).clip is False  # latent: official DiT
+    assert GenConfig.from_argv(["--model", "DiT-S/8", "--no-vae"]).clip is True  # pixel space
+    assert GenConfig.from_argv(["--model", "ADM", "--image_size", "32"]).clip is True
+    assert GenConfig.from_argv(["--model", "DiT-S/8", "--clip-denoised", "true"]).clip is True
 
 
 def test_generate_leaves_autograd_enabled(tmp_path):

@@ -12,23 +12,9 @@ from PIL import Image
 
 from sda.mini.benchmarks import BENCHMARKS, SOURCE_MODELS, get_benchmark
 from sda.mini.data import stratified_subset
-from sda.mini.pipeline import (
-    COLUMNS,
-    CONTROL_MODES,
-    EVAL_RUNS,
-    PINNED_THREADS,
-    Seed,
-    _align,
-    _eval,
-    _finetune,
-    claim_folder,
-    diffpure_cmd,
-    eval_cmd,
-    eval_job,
-    eval_runs,
-    run_key,
-    top1_table,
-)
+from sda.mini.pipeline import run_align, run_eval, run_finetune
+from sda.mini.plan import COLUMNS, CONTROL_MODES, EVAL_RUNS, Seed, align_jobs, eval_config, eval_job, eval_runs
+from sda.mini.record import PINNED_THREADS, claim_folder, run_key, top1_table
 from sda.models.adm_flags import create_model, model_kwargs_from_args
 from sda.utils.layout import CORRUPTIONS
 
@@ -105,12 +91,8 @@ def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
         claim_folder(r.out, run_key(_seed(tmp_path, name="digits")))  # another benchmark's folder
 
 
-def _flag(cmd, name):
-    return cmd[cmd.index(name) + 1]
-
-
-def _modes(cmd):
-    return set(_flag(cmd, "--ensemble").split(",")) | (set(_flag(cmd, "--tta").split(",")) if "--tta" in cmd else set())
+def _modes(cfg):
+    return set(cfg.modes) | set(cfg.tta.methods)
 
 
 def test_eval_runs_cover_every_column(tmp_path):
@@ -121,22 +103,26 @@ def test_eval_runs_cover_every_column(tmp_path):
         for sev in r.s.severities:
             name = eval_job(run, sev)
             assert name in runs, column
-            cmd = eval_cmd(r, name)
-            assert mode in _modes(cmd), column
-            assert str(sev) in _flag(cmd, "--severity").split(","), column
-    assert "memo" not in _modes(eval_cmd(r, "test"))  # MEMO runs once per severity, not again in "test"
-    assert _modes(eval_cmd(r, "test_memo_3")) == {"first", "memo"}
-    assert _flag(eval_cmd(r, "test_memo_3"), "--severity") == "3"
-    assert _flag(eval_cmd(r, "test"), "--severity") == ",".join(map(str, r.s.severities))
+            cfg = eval_config(r, name)
+            assert mode in _modes(cfg), column
+            assert sev in cfg.severities, column
+    assert "memo" not in _modes(eval_config(r, "test"))  # MEMO runs once per severity, not again in "test"
+    assert _modes(eval_config(r, "test_memo_3")) == {"first", "memo"}
+    assert eval_config(r, "test_memo_3").severities == (3,)
+    assert eval_config(r, "test").severities == r.s.severities
     no_memo = Seed(r.bench, replace(r.s, tta=("norm",)), r.seed, r.out, r.data, r.assets)
-    assert eval_runs(no_memo.s) == EVAL_RUNS and _flag(eval_cmd(no_memo, "test"), "--tta") == "norm"
-    assert _flag(eval_cmd(r, "test_oracle"), "--originckpt").endswith("classifier.pth")
-    assert Path(eval_cmd(r, "test_oracle")[2]) == r.assets / "oracle.pth"
-    assert Path(eval_cmd(r, "test_nomod")[2]) == r.out / "finetuned_nomod.pth"
-    assert _flag(eval_cmd(r, "val"), "--severity") == str(r.s.severities[0])
-    dp = diffpure_cmd(r)
-    assert _flag(dp, "--guidance") == "none" and _flag(dp, "--N") == str(r.s.diffpure_N)
-    assert _flag(dp, "--timestep_respacing") == str(r.s.diffpure_respacing)
+    assert eval_runs(no_memo.s) == EVAL_RUNS and eval_config(no_memo, "test").tta.methods == ("norm",)
+    assert eval_config(r, "test_oracle").originckpt.endswith("classifier.pth")
+    assert Path(eval_config(r, "test_oracle").checkpoint) == r.assets / "oracle.pth"
+    assert Path(eval_config(r, "test_nomod").checkpoint) == r.out / "finetuned_nomod.pth"
+    assert eval_config(r, "val").severities == (r.s.severities[0],)
+    dp = dict(align_jobs(r))["diffpure_test"]
+    assert dp.projection.guidance == "none" and dp.projection.N == r.s.diffpure_N
+    assert dp.timestep_respacing == str(r.s.diffpure_respacing)
+    argv = eval_config(r, "test").to_argv()  # the subprocess gets these flags: they make the same config back
+    from sda.eval.config import EvalConfig
+
+    assert EvalConfig.from_argv(argv) == eval_config(r, "test")
 
 
 class _Recorder:
@@ -151,9 +137,9 @@ class _Recorder:
 
 def test_training_and_adaptation_jobs_run_on_pinned_threads(tmp_path):
     r, run = _seed(tmp_path), _Recorder()
-    _finetune(r, run)
-    _eval(r, run)
-    _align(r, run)
+    run_finetune(r, run)
+    run_eval(r, run)
+    run_align(r, run)
     assert run.pools["finetune"] == (["finetune", "finetune_nomod", "bn_adapt"], PINNED_THREADS)
     assert run.pools["eval"] == ([f"eval_{n}" for n in eval_runs(r.s)], PINNED_THREADS)
     assert run.pools["align"][1] is None  # 8-bit outputs: they may use the spare cores

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sda.align.config import AlignConfig
 from sda.mini.benchmarks import BENCHMARKS, get_benchmark
 from sda.mini.sources import STEPS, SourcesRun, training_commands
 from sda.utils.errors import UserError
@@ -31,10 +32,10 @@ def test_training_commands_use_the_benchmark_configs(name):
     assert _flag(cmds["classifier_lowpass"], "--data-root") == str(data / f"train_lowpass_D{bench.settings.D}")
     proj = cmds["oracle_projection"]
     s = bench.settings
-    assert [_flag(proj, f) for f in ("--N", "--D", "--scale", "--timestep_respacing")] == [
-        str(s.N), str(s.D), str(s.scale), str(s.respacing)
-    ]  # fmt: skip
-    assert _flag(proj, "--base_samples") == str(data / f"train{bench.oracle_train_per_class}")
+    cfg = AlignConfig.from_argv(proj[1:])  # the command is generated from a config: it parses back to the settings
+    p = cfg.projection
+    assert (p.N, p.D, p.scale, cfg.timestep_respacing) == (s.N, s.D, s.scale, str(s.respacing))
+    assert cfg.base_samples == data / f"train{bench.oracle_train_per_class}"
     oracle = cmds["oracle"]
     assert oracle[1] == bench.finetune_config and f"load_from={assets / 'classifier.pth'}" in oracle
     assert _flag(oracle, "--data-root") == str(results / "oracle_train" / "DiT-Syn")

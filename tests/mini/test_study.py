@@ -26,7 +26,7 @@ BENCH = get_benchmark("glyphs32")
 def test_recipes_name_their_config_and_options() -> None:
     r = Recipe(1.25e-4, 40)
     assert r.name == "lr0.000125-ep40" and r.config(BENCH) == BENCH.finetune_config
-    assert r.options() == ["optim_wrapper.optimizer.lr=0.000125", "train_cfg.max_epochs=40"]
+    assert r.options() == {"optim_wrapper.optimizer.lr": 1.25e-4, "train_cfg.max_epochs": 40}
     assert Recipe(5e-3, 40, "head").config(BENCH).endswith("finetune_head.py")
     plan = glyphs32_plan(BENCH)
     assert Recipe(1.25e-4, 10) in plan.strength and Recipe(5e-2, 40) in plan.strength  # paper ratio .. old recipe
