@@ -13,15 +13,8 @@ Every input is projected exactly once over all processes; rerunning the command 
 
 from __future__ import annotations
 
-from sda.align import AlignConfig, align
-from sda.align.runner import use_align_backend
+from sda.commands import align_project as main  # the same function as python -m sda.commands align/project.py
 from sda.utils.cli import run_main
 
-
-def main(argv: list[str] | None = None) -> None:
-    align(AlignConfig.from_argv(argv))
-
-
 if __name__ == "__main__":
-    use_align_backend()
     run_main(main)

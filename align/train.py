@@ -11,23 +11,15 @@ format) let an interrupted run resume: run the same command again.
 
 from __future__ import annotations
 
-from sda.models.adm_flags import create_model, model_kwargs
-from sda.training.config import align_train_config
-from sda.training.runner import run_training
+from sda.commands import align_train as main  # the same function as python -m sda.commands align/train.py
 from sda.utils.cli import run_main
 
 
 def build_parser():
     """The command line (for --help and the tests): declared by ``sda.training.config``."""
-    from sda.models.adm_flags import MODEL_FLAG_DEFAULTS
-    from sda.training.config import TrainConfig
+    from sda.training.config import align_train_parser
 
-    return TrainConfig.parser(MODEL_FLAG_DEFAULTS, __doc__)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    cfg = align_train_config(argv, __doc__)
-    return run_training(cfg, lambda: create_model(**model_kwargs(cfg.model_flags)))
+    return align_train_parser(__doc__)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,8 @@ depend on ``--workers``.
 
 from __future__ import annotations
 
-from sda.eval.builders import CorruptedSet, build_corrupted_set
+from sda.commands import eval_build_c as main  # the same function as python -m sda.commands eval/build_c.py
 from sda.utils.cli import run_main
-
-
-def main(argv: list[str] | None = None) -> dict:
-    spec = CorruptedSet.from_argv(argv)
-    counts = build_corrupted_set(spec)
-    print(
-        f"{counts['images']} source images: {counts['written']} files written, "
-        f"{counts['skipped']} already present -> {spec.out}"
-    )
-    return counts
-
 
 if __name__ == "__main__":
     run_main(main)

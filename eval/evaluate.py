@@ -19,15 +19,8 @@ original one (``--single-model original``), as the paper's Source and DDA column
 
 from __future__ import annotations
 
-from typing import Any
-
-from sda.eval import EvalConfig, evaluate
+from sda.commands import eval_evaluate as main  # the same function as python -m sda.commands eval/evaluate.py
 from sda.utils.cli import run_main
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    return evaluate(EvalConfig.from_argv(argv))
-
 
 if __name__ == "__main__":
     run_main(main)

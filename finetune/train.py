@@ -12,18 +12,9 @@ Multi-GPU: ``torchrun --nproc_per_node N finetune/train.py CONFIG --launcher pyt
 
 from __future__ import annotations
 
-import os
-
-from sda.finetune.config import FinetuneConfig, build_parser  # noqa: F401 - the parser, for --help and the tests
-from sda.finetune.runner import finetune
+from sda.commands import finetune_train as main  # the same function as python -m sda.commands finetune/train.py
+from sda.finetune.config import build_parser  # noqa: F401 - --help and the tests
 from sda.utils.cli import run_main
-
-
-def main(argv: list[str] | None = None) -> None:
-    cfg = FinetuneConfig.from_argv(argv)
-    os.environ.setdefault("LOCAL_RANK", str(build_parser().parse_known_args(argv)[0].local_rank))
-    finetune(cfg)
-
 
 if __name__ == "__main__":
     run_main(main)

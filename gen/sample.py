@@ -8,13 +8,8 @@ See ``sda.gen`` for the layout, seeding and resume rules.
 
 from __future__ import annotations
 
-from sda.gen import GenConfig, generate
+from sda.commands import gen_sample as main  # the same function as python -m sda.commands gen/sample.py
 from sda.utils.cli import run_main
-
-
-def main(argv: list[str] | None = None) -> None:
-    generate(GenConfig.from_argv(argv))
-
 
 if __name__ == "__main__":
     run_main(main)

@@ -15,43 +15,15 @@ DiT's training format (resume by running the same command); ``--export`` writes 
 
 from __future__ import annotations
 
-from torch import nn
-
-from sda.models.adm_flags import create_model, model_kwargs
-from sda.models.dit import build_dit
-from sda.training.config import GenTrainConfig
-from sda.training.runner import run_training
+from sda.commands import gen_train as main  # the same function as python -m sda.commands gen/train.py
 from sda.utils.cli import run_main
-from sda.utils.errors import UserError
 
 
 def build_parser():
     """The command line (for --help and the tests): declared by ``sda.training.config``."""
-    from sda.models.adm_flags import MODEL_FLAG_DEFAULTS
+    from sda.training.config import GenTrainConfig
 
-    return GenTrainConfig.parser({**MODEL_FLAG_DEFAULTS, "class_cond": True, "learn_sigma": True}, __doc__)
-
-
-def build_model(cfg: GenTrainConfig) -> nn.Module:
-    if cfg.model == "ADM":
-        kwargs = model_kwargs(cfg.model_flags)
-        kwargs["num_classes"] = cfg.num_classes + (1 if cfg.class_dropout > 0 else 0)  # + the null class
-        return create_model(**kwargs)
-    try:
-        return build_dit(
-            cfg.model,
-            input_size=cfg.image_size,
-            in_channels=3,
-            num_classes=cfg.num_classes,
-            learn_sigma=cfg.learn_sigma,
-        )
-    except ValueError as e:
-        raise UserError(f"--model {cfg.model}: {e}") from None
-
-
-def main(argv: list[str] | None = None) -> dict:
-    cfg = GenTrainConfig.from_argv(argv, __doc__)
-    return run_training(cfg, lambda: build_model(cfg))
+    return GenTrainConfig.build_parser(__doc__)
 
 
 if __name__ == "__main__":

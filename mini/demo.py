@@ -20,7 +20,6 @@ from pathlib import Path
 
 from sda.mini.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK
 from sda.mini.pipeline import DemoRun, main_run
-from sda.mini.procs import ROOT
 from sda.utils.cli import int_list, run_main
 
 
@@ -39,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    os.chdir(ROOT)
     paths = {k: Path(getattr(args, k)) if getattr(args, k) else None for k in ("out", "data", "assets")}
     run = DemoRun(
         args.benchmark,

@@ -11,11 +11,9 @@ See ``sda.mini.sources`` for what is trained, how, and which gates are measured 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from sda.mini.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK
-from sda.mini.procs import ROOT
 from sda.mini.sources import STEPS, SourcesRun, retrain_sources
 from sda.utils.cli import run_main
 from sda.utils.errors import UserError
@@ -39,7 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise UserError(f"--steps {','.join(unknown)}: unknown step; choose from {','.join(STEPS)}")
-    os.chdir(ROOT)
     paths = {k: Path(getattr(args, k)) if getattr(args, k) else None for k in ("data", "results", "assets")}
     retrain_sources(SourcesRun(args.benchmark, **paths, seed=args.seed, steps=steps, threads=args.threads))
 

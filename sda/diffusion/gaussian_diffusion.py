@@ -12,6 +12,7 @@ but still made), so `noise=` plus `step_noise=` reproduces a generator run exact
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -109,6 +110,17 @@ def _last(steps: Iterator[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     if out is None:
         raise ValueError("the sampling loop ran no steps")
     return out
+
+
+def final_sample(progressive: Callable[..., Iterator[dict[str, torch.Tensor]]]) -> Callable[..., torch.Tensor]:
+    """The loop that returns only the last ``sample`` of a ``*_progressive`` loop: the same arguments (its
+    signature and docs are the progressive loop's)."""
+
+    @functools.wraps(progressive)
+    def loop(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return _last(progressive(*args, **kwargs))["sample"]
+
+    return loop
 
 
 def _loop_device(model: Model, noise: torch.Tensor | None, device: torch.device | str | None) -> torch.device:
@@ -315,32 +327,24 @@ class GaussianDiffusion:
             out["extra"] = extra
         return out
 
+    def _weighted_difference(self, t: torch.Tensor, a: str, x: torch.Tensor, b: str, y: torch.Tensor) -> torch.Tensor:
+        """``a_t * x - b_t * y`` with two schedule tables ``a`` and ``b`` at timesteps ``t`` (x's shape)."""
+        return self._extract(a, t, x.shape) * x - self._extract(b, t, x.shape) * y
+
     def _predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return (
-            self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
-            - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps
-        )
+        return self._weighted_difference(t, "sqrt_recip_alphas_cumprod", x_t, "sqrt_recipm1_alphas_cumprod", eps)
 
     def _predict_xstart_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # x_0 = sqrt(abar) * x_t - sqrt(1 - abar) * v: no 1 / sqrt(abar) amplification at high noise
-        return (
-            self._extract("sqrt_alphas_cumprod", t, x_t.shape) * x_t
-            - self._extract("sqrt_one_minus_alphas_cumprod", t, x_t.shape) * v
-        )
+        return self._weighted_difference(t, "sqrt_alphas_cumprod", x_t, "sqrt_one_minus_alphas_cumprod", v)
 
     def _predict_v(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The velocity target v = sqrt(abar_t) * noise - sqrt(1 - abar_t) * x_start (same shape)."""
-        return (
-            self._extract("sqrt_alphas_cumprod", t, x_start.shape) * noise
-            - self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * x_start
-        )
+        return self._weighted_difference(t, "sqrt_alphas_cumprod", noise, "sqrt_one_minus_alphas_cumprod", x_start)
 
     def _predict_xstart_from_xprev(self, x_t: torch.Tensor, t: torch.Tensor, xprev: torch.Tensor) -> torch.Tensor:
         # invert mean = coef1 * x_0 + coef2 * x_t
-        return (
-            self._extract("recip_posterior_mean_coef1", t, x_t.shape) * xprev
-            - self._extract("posterior_mean_coef2_over_coef1", t, x_t.shape) * x_t
-        )
+        return self._weighted_difference(t, "recip_posterior_mean_coef1", xprev, "posterior_mean_coef2_over_coef1", x_t)
 
     def _predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
         return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart) / self._extract(
@@ -415,42 +419,6 @@ class GaussianDiffusion:
         sample = out["mean"] + _batch_mask(t, x.ndim) * std * noise
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
-    def p_sample_loop(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        cond_fn: Model | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = False,
-        *,
-        generator: Generators = None,
-        step_noise: Sequence[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Ancestral sampling from x_T to x_0; returns the final sample (N, C, ...) (no gradients).
-
-        noise: x_T (else drawn with `generator`); step_noise: num_timesteps tensors for the steps
-        t = T-1 ... 0 (else drawn with `generator`). device: defaults to noise's, then the model's.
-        """
-        return _last(
-            self.p_sample_loop_progressive(
-                model,
-                shape,
-                noise=noise,
-                clip_denoised=clip_denoised,
-                denoised_fn=denoised_fn,
-                cond_fn=cond_fn,
-                model_kwargs=model_kwargs,
-                device=device,
-                progress=progress,
-                generator=generator,
-                step_noise=step_noise,
-            )
-        )["sample"]
-
     def p_sample_loop_progressive(
         self,
         model: Model,
@@ -466,11 +434,18 @@ class GaussianDiffusion:
         generator: Generators = None,
         step_noise: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Like p_sample_loop, but yields p_sample's dict at every step (t = T-1 first)."""
+        """Ancestral sampling from x_T to x_0, yielding p_sample's dict at every step (no gradients);
+        ``p_sample_loop`` takes the same arguments and returns the final sample (N, C, ...).
+
+        noise: x_T (else drawn with `generator`); step_noise: num_timesteps tensors for the steps
+        t = T-1 ... 0 (else drawn with `generator`). device: defaults to noise's, then the model's.
+        """
         step_kwargs = dict(
             clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs
         )
         yield from self._loop(self.p_sample, model, shape, noise, device, progress, generator, step_noise, step_kwargs)
+
+    p_sample_loop = final_sample(p_sample_loop_progressive)
 
     def _loop(
         self,
@@ -562,40 +537,6 @@ class GaussianDiffusion:
         mean_pred = out["pred_xstart"] * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * eps
         return {"sample": mean_pred, "pred_xstart": out["pred_xstart"]}
 
-    def ddim_sample_loop(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        cond_fn: Model | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = False,
-        eta: float = 0.0,
-        *,
-        generator: Generators = None,
-        step_noise: Sequence[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """DDIM sampling from x_T to x_0; same arguments as p_sample_loop plus eta."""
-        return _last(
-            self.ddim_sample_loop_progressive(
-                model,
-                shape,
-                noise=noise,
-                clip_denoised=clip_denoised,
-                denoised_fn=denoised_fn,
-                cond_fn=cond_fn,
-                model_kwargs=model_kwargs,
-                device=device,
-                progress=progress,
-                eta=eta,
-                generator=generator,
-                step_noise=step_noise,
-            )
-        )["sample"]
-
     def ddim_sample_loop_progressive(
         self,
         model: Model,
@@ -612,7 +553,8 @@ class GaussianDiffusion:
         generator: Generators = None,
         step_noise: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Like ddim_sample_loop, but yields ddim_sample's dict at every step."""
+        """DDIM sampling from x_T to x_0 (p_sample_loop's arguments plus eta), yielding ddim_sample's dict at every
+        step; ``ddim_sample_loop`` takes the same arguments and returns the final sample."""
         step_kwargs = dict(
             clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs, eta=eta
         )
@@ -620,7 +562,10 @@ class GaussianDiffusion:
             self.ddim_sample, model, shape, noise, device, progress, generator, step_noise, step_kwargs
         )
 
+    ddim_sample_loop = final_sample(ddim_sample_loop_progressive)
+
     # ---------------------------------------------------------------- training
+
     def _vb_terms_bpd(
         self,
         model: Model,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sda.finetune.config import BNAdaptConfig
 from sda.utils.errors import UserError
 from sda.utils.io import list_images
 
@@ -65,3 +66,27 @@ def folder_batches(cfg: Any, root: str | os.PathLike, batch_size: int, device: t
         # the same loading as evaluation: the config's pipeline from the file path
         xs = [pipeline({"img_path": os.path.join(root, rel)})["inputs"] for rel in files[i : i + batch_size]]
         yield norm(torch.stack(xs).to(device))  # (N, 3, H, W)
+
+
+def bn_adapt(c: BNAdaptConfig) -> int:
+    """``finetune/bn_adapt.py``: the source's BatchNorm statistics re-estimated on ``c.data_root``, written as an
+    MMPreTrain-format checkpoint that eval loads like a fine-tuned one. Returns the number of images seen."""
+    from sda.finetune.classifiers import build_classifier_from_config, load_config
+    from sda.utils.checkpoint import file_sha256
+    from sda.utils.io import atomic_write
+
+    cfg = load_config(c.config)
+    model = build_classifier_from_config(cfg, c.checkpoint, device=c.device, allow_pickle=c.allow_pickle)
+    seen = adapt_bn_statistics(model, folder_batches(cfg, c.data_root, c.batch_size, torch.device(c.device)))
+    meta = {
+        "bn_adapt": {
+            "source": str(c.checkpoint),
+            "source_sha256": file_sha256(c.checkpoint),
+            "data_root": str(c.data_root),
+            "images": seen,
+        }
+    }
+    with atomic_write(c.out) as f:
+        torch.save({"meta": meta, "state_dict": model.state_dict()}, f)
+    print(f"BN statistics re-estimated on {seen} images -> {c.out}")
+    return seen

@@ -5,8 +5,8 @@
 
 Layout of benchmark ``<name>``::
 
-    configs/mini/<name>/{adm_uncond.json, adm_cond.json, classifier_scratch.py}   how the sources are trained
-    assets/mini/<name>/{adm_uncond.pt, adm_cond.pt, classifier.pth, oracle.pth, classifier_lowpass.pth,
+    sda/mini/configs/<name>/{adm_uncond.json, adm_cond.json, classifier_scratch.py}   how the sources are trained
+    sda/mini/assets/<name>/{adm_uncond.pt, adm_cond.pt, classifier.pth, oracle.pth, classifier_lowpass.pth,
                         MANIFEST.json}                                              the bundled source models
     data/mini/<name>/{train,val,test}/<class:04d>/*.png + split.json                made on first use
 
@@ -18,14 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sda.models.adm_flags import flags_of
 from sda.utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
-CLASSIFIER_CONFIG = "configs/finetune/TinyResNet.py"  # the source classifier's architecture and fine-tuning recipe
+# The benchmarks' configs and bundled models are package data (found the same from a checkout, an editable
+# install or a wheel); data and results go where the user runs (the current directory, or --data / --out).
+MINI = Path(str(resources.files("sda.mini")))
+CLASSIFIER_CONFIG = str(MINI / "configs" / "TinyResNet.py")  # the source classifier's architecture and recipe
 # The bundled models of every benchmark (in its assets folder): the projector, the generator, the source
 # classifier, the oracle of gate (d) (the source fine-tuned on projected real train images) and the
 # classifier of gate (e) (trained from scratch on low-passed train images).
@@ -82,23 +85,23 @@ class Benchmark:
 
     @property
     def configs(self) -> Path:
-        return Path("configs/mini") / self.name
+        return MINI / "configs" / self.name
 
     @property
     def assets(self) -> Path:
-        return Path("assets/mini") / self.name
+        return MINI / "assets" / self.name
 
     @property
     def data(self) -> Path:
         return Path("data/mini") / self.name
 
     def adm_config_path(self, which: str) -> Path:
-        """``configs/mini/<name>/adm_<which>.json`` (which: "cond" or "uncond"), relative to the repository."""
+        """``sda/mini/configs/<name>/adm_<which>.json`` (which: "cond" or "uncond")."""
         return self.configs / f"adm_{which}.json"
 
     def adm_config(self, which: str) -> dict[str, Any]:
         """An ADM config file: model and diffusion flags plus training settings."""
-        return json.loads((ROOT / self.adm_config_path(which)).read_text())
+        return json.loads(self.adm_config_path(which).read_text())
 
     def adm_model_flags(self, which: str) -> dict[str, Any]:
         """The model and diffusion flags of an ADM config, without its training settings."""
@@ -113,9 +116,14 @@ class Benchmark:
         return self.configs / "classifier_scratch.py"
 
     def config_files(self) -> list[Path]:
-        """Every config the benchmark's results depend on (relative to the repository)."""
+        """Every config the benchmark's results depend on (the scratch recipe's shared base among them)."""
         paths = [self.adm_config_path("uncond"), self.adm_config_path("cond"), self.classifier_scratch]
+        paths.append(MINI / "configs" / "classifier_scratch.py")
         return paths + sorted({Path(CLASSIFIER_CONFIG), Path(self.finetune_config)})
+
+    def record_name(self, path: Path) -> str:
+        """A config's or asset's name in records (run keys, manifests): its path inside the package."""
+        return path.relative_to(MINI.parent.parent).as_posix()
 
 
 def _prepare_digits(out: Path, seed: int) -> dict[str, Any]:
@@ -144,7 +152,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         quick=Settings(cfg_scale=8.0, D=2, scale=6.0, **_QUICK, **_QUICK_TAIL),
         oracle_train_per_class=150,
         lowpass_epochs=30,
-        finetune_config="configs/mini/glyphs32/finetune.py",
+        finetune_config=str(MINI / "configs" / "glyphs32" / "finetune.py"),
     ),
     "digits": Benchmark(
         name="digits",

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ from sda.mini.plan import (
     finetune_jobs,
     gen_job,
 )
-from sda.mini.procs import ROOT, StageLog, StageRunner, complete_manifest
+from sda.mini.procs import StageLog, StageRunner, complete_manifest
 from sda.mini.record import PINNED_THREADS, caption, claim_folder, figures, run_key, seed_record
 from sda.mini.report import aggregate, bar_chart, markdown_table, verdict, verdict_line
 from sda.utils.errors import UserError
@@ -53,17 +51,17 @@ def jobs(pairs: list[tuple[str, Any]]) -> list[tuple[str, list[str]]]:
     return [(name, command(cfg)) for name, cfg in pairs]
 
 
-def ensure_data(bench: Benchmark, data: Path, run: StageRunner) -> None:
+def ensure_data(bench: Benchmark, data: Path) -> None:
     """The benchmark's clean splits (split seed 0, as the bundled sources were trained on), made once."""
-    if not (data / "split.json").is_file():
-        cmd = ["mini/prepare_data.py", "--benchmark", bench.name, "--out", str(data), "--seed", "0", "--no-corrupt"]
-        run("data", "prepare_data", cmd)
+    if not (data / "split.json").is_file():  # mini/prepare_data.py --seed 0 --no-corrupt, in this process
+        summary = bench.prepare(data, 0)
+        print(f"[data] wrote {data}: " + ", ".join(f"{s} {n}" for s, n in summary["sizes"].items()), flush=True)
 
 
 def prepare_data(r: Seed, run: StageRunner) -> None:
     """Clean splits, stratified subsets of val and test, and their 15-corruption "-C" sets built with the
     ImageNet-C builder (cifar profile). Idempotent and cheap once made (the builder resumes)."""
-    ensure_data(r.bench, r.data, run)
+    ensure_data(r.bench, r.data)
     sets, s = r.sets, r.s
     stratified_subset(sets["val"], sets["val_clean"], s.val_clean_per_class)
     stratified_subset(sets["val"], sets["val_sub"], s.val_per_class)
@@ -145,8 +143,9 @@ def main_run(run: DemoRun) -> dict:
     s = bench.quick if run.quick else bench.settings
     t0 = time.time()
     if run.retrain_sources:
-        cmd = ["mini/train_sources.py", "--benchmark", bench.name, "--data", str(data), "--assets", str(assets)]
-        subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True)
+        from sda.mini.sources import SourcesRun, retrain_sources
+
+        retrain_sources(SourcesRun(bench.name, data=data, assets=assets, threads=run.threads))
     _check_assets(assets, bench)
     records = [run_seed(Seed(bench, s, seed, out / f"seed{seed}", data, assets), run.threads) for seed in seeds]
     summary, spread = aggregate(records)

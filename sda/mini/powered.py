@@ -29,7 +29,7 @@ from sda.mini import stats
 from sda.mini.commands import bn_adapt_config, build_c_config, command
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN
-from sda.mini.procs import ROOT, complete_manifest
+from sda.mini.procs import complete_manifest
 from sda.mini.scoring import ImageSet, correct
 from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet
 from sda.utils.errors import UserError
@@ -236,7 +236,7 @@ def powered_markdown(r: dict[str, Any]) -> str:
 
 def main_powered(st: Study) -> dict[str, Any]:
     """The powered test with the committed plan of ``st``'s benchmark, in ``<study out>/../powered``."""
-    plan = PoweredPlan.load(ROOT / st.bench.configs / ("powered-quick.json" if st.quick else "powered.json"))
+    plan = PoweredPlan.load(st.bench.configs / ("powered-quick.json" if st.quick else "powered.json"))
     out = st.out.parent / ("powered-quick" if st.quick else "powered")
     record = PoweredTest(st, plan, out).run()
     print("\n" + powered_markdown(record))

@@ -1,7 +1,9 @@
 """Stage commands as subprocesses: alone, or several side by side, each logged, with wall time per stage.
 
-The mini benchmark runs every stage through the same command line a user runs at full scale; independent
-jobs (the align sets, the two diffusion trainings) share the machine's cores; a pool may pin its jobs' threads.
+The mini benchmark runs every stage through the same command line a user runs at full scale (``python
+gen/sample.py ...``), started as ``python -m sda.commands gen/sample.py ...`` so it needs no checkout of the
+scripts, in the current directory (every path is the user's); independent jobs (the align sets, the two
+diffusion trainings) share the machine's cores; a pool may pin its jobs' threads.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from sda.commands import COMMANDS
 from sda.utils.errors import UserError
 from sda.utils.io import write_json
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: stage commands run from here
-Job = tuple[str, list[str]]  # (name, arguments after `python`)
+Job = tuple[str, list[str]]  # (name, [script, arguments]) as after `python`
 T = TypeVar("T")
 
 
@@ -38,9 +40,9 @@ class StageRunner:
         with open(log, "a") as f:
             f.write("$ python " + " ".join(args) + "\n")
             f.flush()
-            proc = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=env, stdout=f, stderr=subprocess.PIPE, text=True
-            )
+            stage = ["-m", "sda.commands"] if args and args[0] in COMMANDS else []  # a stage script: its function
+            cmd = [sys.executable, *stage, *args]
+            proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.PIPE, text=True)
         return proc, log
 
     @staticmethod

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from sda.mini import gates as G
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, Settings
 from sda.mini.plan import C_SYN, COLUMNS, CONTROL_MODES, D_SYN, Seed, eval_job
-from sda.mini.procs import ROOT, StageLog
+from sda.mini.procs import StageLog
 from sda.mini.report import bar_chart, image_grid, with_means
 from sda.utils.checkpoint import file_sha256
 from sda.utils.io import list_images, write_json
@@ -40,7 +40,7 @@ def top1_table(record: dict, mode: str, severity: int | str) -> dict[str, float]
 def measure_gates(r: Seed, val_eval: dict) -> dict[str, Any]:
     """The premise gates (a)-(e) of this run, from its own outputs and validation data (see ``sda.mini.gates``)."""
     g, sev = r.bench.gates, r.s.severities[0]
-    models = G.gate_models(ROOT / CLASSIFIER_CONFIG, r.assets)
+    models = G.gate_models(CLASSIFIER_CONFIG, r.assets)
     projected_clean = r.out / "val_clean" / D_SYN
     gates = {
         "a": G.gate_a(G.classify_folder(models[0], r.out / "gen"), g),
@@ -77,7 +77,7 @@ def effective_settings(bench: Benchmark, s: Settings) -> dict[str, Any]:
     if out["finetune_epochs"] is None:
         from mmengine.config import Config
 
-        out["finetune_epochs"] = Config.fromfile(str(ROOT / bench.finetune_config)).train_cfg.max_epochs
+        out["finetune_epochs"] = Config.fromfile(bench.finetune_config).train_cfg.max_epochs
     return out
 
 
@@ -125,8 +125,8 @@ def _has(record: dict, mode: str) -> bool:
 
 def run_key(r: Seed) -> dict[str, Any]:
     """What a seed folder's outputs depend on: benchmark, seed, settings, source models and their configs."""
-    files = [r.asset(n) for n in SOURCE_MODELS] + [ROOT / c for c in r.bench.config_files()]
-    sha = {str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else f.name: file_sha256(f) for f in files}
+    sha = {r.bench.record_name(c): file_sha256(c) for c in r.bench.config_files()}
+    sha.update({n: file_sha256(r.asset(n)) for n in SOURCE_MODELS})  # by name: --assets may point elsewhere
     key = {"pipeline": PIPELINE, "benchmark": r.bench.name, "seed": r.seed, "settings": asdict(r.s), "sha256": sha}
     return json.loads(json.dumps(key))  # as stored (tuples become lists), so a resume compares equal
 

@@ -186,6 +186,13 @@ def bar_chart(results: dict, path: str | Path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title, pad=40)
     ax.legend(fontsize=8, ncols=min(6, len(cols)), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """A matplotlib figure as a PNG (100 dpi, tight layout), written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -267,9 +274,4 @@ def study_figure(study: dict[str, Any], powered: dict[str, Any] | None, path: st
         ax.axhline(0, color="black", linewidth=0.8)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    save_figure(fig, path)

@@ -35,7 +35,7 @@ from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, get
 from sda.mini.commands import align_config, command, finetune_config, gen_config
 from sda.mini.data import lowpass_folder, lowpass_uint8, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN, finetune_options
-from sda.mini.procs import ROOT, StageRunner
+from sda.mini.procs import StageRunner
 from sda.utils.checkpoint import file_sha256, safe_load
 from sda.utils.provenance import versions
 
@@ -191,7 +191,7 @@ def measure_gates(run: SourcesRun) -> dict[str, Any]:
     work = results / "gates"
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.time()
-    models = G.gate_models(ROOT / CLASSIFIER_CONFIG, assets)
+    models = G.gate_models(CLASSIFIER_CONFIG, assets)
     source = models[0]
     a = G.gate_a(G.classify_folder(source, _gate_a_samples(run, work)), g)
     sub_b = stratified_subset(data / "val", work / "val_b", GATE_B_PER_CLASS)

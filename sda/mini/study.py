@@ -40,7 +40,7 @@ from sda.mini.benchmarks import CLASSIFIER_CONFIG, Benchmark, get_benchmark
 from sda.mini.commands import align_config, build_c_config, command, finetune_config, gen_config
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN
-from sda.mini.procs import ROOT, StageRunner, complete_manifest
+from sda.mini.procs import StageRunner, complete_manifest
 from sda.mini.scoring import ImageSet, Scores, correct, top1
 from sda.utils.errors import UserError
 from sda.utils.io import write_json, write_text
@@ -188,7 +188,7 @@ class Study:
     def __post_init__(self) -> None:
         self.s = self.bench.quick if self.quick else self.bench.settings
         self.run = StageRunner(self.out / "logs", self.threads)
-        self.scores = Scores(self.out / "scores", ROOT / CLASSIFIER_CONFIG)
+        self.scores = Scores(self.out / "scores", Path(CLASSIFIER_CONFIG))
         self.source = self.assets / "classifier.pth"
 
     # --- validation, projected once
@@ -246,7 +246,7 @@ class Study:
     def make_draw(self, t: TrainSet) -> dict[str, float]:
         """Generate (:meth:`draw_size` images per class) and project (MoD) one draw; returns seconds per stage."""
         g, out, seconds = self.generator(t.generator), self.draw_dir(t), {}
-        ckpt = Path(g.ckpt) if Path(g.ckpt).is_absolute() else ROOT / g.ckpt
+        ckpt = Path(g.ckpt)  # relative: to the current directory, as every path of the study
         if not ckpt.is_file():
             raise UserError(
                 f"generator {g.name}: {ckpt} not found; train and export it first (README, 'validation study')"
@@ -523,7 +523,7 @@ def open_study(run: StudyRun) -> Study:
     data, assets = (run.data or bench.data).resolve(), (run.assets or bench.assets).resolve()
     plan = quick_plan(bench) if run.quick else glyphs32_plan(bench)
     st = Study(bench, plan, out, data, assets, run.threads, run.quick)
-    ensure_data(bench, data, st.run)
+    ensure_data(bench, data)
     st.load()
     return st
 

@@ -30,68 +30,38 @@ DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
 }
 
 # Flags of the released checkpoints (guided-diffusion README, MODEL_FLAGS). They include the
-# diffusion flags; ``model_kwargs(flags)`` keeps the ones ``create_model`` takes.
-ADM_256_UNCOND_FLAGS: dict[str, Any] = dict(
+# diffusion flags; ``model_kwargs(flags)`` keeps the ones ``create_model`` takes. Every released model shares
+# the flags of _RELEASED; each entry adds its own.
+_RELEASED: dict[str, Any] = dict(
     attention_resolutions="32,16,8",
-    class_cond=False,
     diffusion_steps=1000,
-    image_size=256,
     learn_sigma=True,
-    noise_schedule="linear",
-    num_channels=256,
-    num_head_channels=64,
-    num_res_blocks=2,
     resblock_updown=True,
-    use_fp16=True,
     use_scale_shift_norm=True,
 )
+ADM_256_UNCOND_FLAGS: dict[str, Any] = {
+    **_RELEASED,
+    **dict(class_cond=False, image_size=256, noise_schedule="linear", num_channels=256, num_head_channels=64),
+    **dict(num_res_blocks=2, use_fp16=True),
+}
 ADM_FLAGS: dict[str, dict[str, Any]] = {
     "256_uncond": ADM_256_UNCOND_FLAGS,
-    "64_cond": dict(
-        attention_resolutions="32,16,8",
-        class_cond=True,
-        diffusion_steps=1000,
-        dropout=0.1,
-        image_size=64,
-        learn_sigma=True,
-        noise_schedule="cosine",
-        num_channels=192,
-        num_head_channels=64,
-        num_res_blocks=3,
-        resblock_updown=True,
-        use_new_attention_order=True,
-        use_fp16=True,
-        use_scale_shift_norm=True,
-    ),
-    "128_cond": dict(
-        attention_resolutions="32,16,8",
-        class_cond=True,
-        diffusion_steps=1000,
-        image_size=128,
-        learn_sigma=True,
-        noise_schedule="linear",
-        num_channels=256,
-        num_heads=4,
-        num_res_blocks=2,
-        resblock_updown=True,
-        use_fp16=True,
-        use_scale_shift_norm=True,
-    ),
+    "64_cond": {
+        **_RELEASED,
+        **dict(class_cond=True, dropout=0.1, image_size=64, noise_schedule="cosine", num_channels=192),
+        **dict(num_head_channels=64, num_res_blocks=3, use_new_attention_order=True, use_fp16=True),
+    },
+    "128_cond": {
+        **_RELEASED,
+        **dict(class_cond=True, image_size=128, noise_schedule="linear", num_channels=256, num_heads=4),
+        **dict(num_res_blocks=2, use_fp16=True),
+    },
     "256_cond": {**ADM_256_UNCOND_FLAGS, "class_cond": True},
-    "512_cond": dict(
-        attention_resolutions="32,16,8",
-        class_cond=True,
-        diffusion_steps=1000,
-        image_size=512,
-        learn_sigma=True,
-        noise_schedule="linear",
-        num_channels=256,
-        num_head_channels=64,
-        num_res_blocks=2,
-        resblock_updown=True,
-        use_fp16=False,
-        use_scale_shift_norm=True,
-    ),
+    "512_cond": {
+        **_RELEASED,
+        **dict(class_cond=True, image_size=512, noise_schedule="linear", num_channels=256, num_head_channels=64),
+        **dict(num_res_blocks=2, use_fp16=False),
+    },
 }
 
 

@@ -104,8 +104,8 @@ def _upsample_nearest(x: torch.Tensor, dims: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
-class Upsample(nn.Module):
-    """Nearest 2x upsampling, optionally followed by a 3x3 convolution (parameter ``conv``)."""
+class _Resample(nn.Module):
+    """What Upsample and Downsample share: channels in and out, whether a convolution is used, the dims."""
 
     def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
         super().__init__()
@@ -113,6 +113,13 @@ class Upsample(nn.Module):
         self.out_channels = out_channels or channels
         self.use_conv = use_conv
         self.dims = dims
+
+
+class Upsample(_Resample):
+    """Nearest 2x upsampling, optionally followed by a 3x3 convolution (parameter ``conv``)."""
+
+    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
+        super().__init__(channels, use_conv, dims, out_channels)
         if use_conv:
             self.conv = conv_nd(dims, channels, self.out_channels, 3, padding=1)
 
@@ -121,15 +128,11 @@ class Upsample(nn.Module):
         return self.conv(x) if self.use_conv else x
 
 
-class Downsample(nn.Module):
+class Downsample(_Resample):
     """2x downsampling by a strided 3x3 convolution or average pooling (parameter ``op``)."""
 
     def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
-        super().__init__()
-        self.channels = channels
-        self.out_channels = out_channels or channels
-        self.use_conv = use_conv
-        self.dims = dims
+        super().__init__(channels, use_conv, dims, out_channels)
         stride = (1, 2, 2) if dims == 3 else 2
         if use_conv:
             self.op = conv_nd(dims, channels, self.out_channels, 3, stride=stride, padding=1)
@@ -239,6 +242,8 @@ class QKVAttentionLegacy(nn.Module):
     (N, H * 3 * C, T); the output is (N, T, H * C).
     """
 
+    heads_first = True
+
     def __init__(self, n_heads: int):
         super().__init__()
         self.n_heads = n_heads
@@ -246,25 +251,20 @@ class QKVAttentionLegacy(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         n, length, width = qkv.shape
         ch = width // (3 * self.n_heads)
-        qkv = qkv.reshape(n, length, self.n_heads, 3, ch).permute(3, 0, 2, 1, 4)  # (3, N, H, T, C)
+        if self.heads_first:
+            qkv = qkv.reshape(n, length, self.n_heads, 3, ch).permute(3, 0, 2, 1, 4)  # (3, N, H, T, C)
+        else:
+            qkv = qkv.reshape(n, length, 3, self.n_heads, ch).permute(2, 0, 3, 1, 4)  # (3, N, H, T, C)
         return _sdpa_heads(qkv[0], qkv[1], qkv[2])  # (N, T, H * C)
 
 
-class QKVAttention(nn.Module):
+class QKVAttention(QKVAttentionLegacy):
     """Attention whose channel axis is split into q, k, v first, then into heads (ADM's new order).
 
     Token-major layout: ``qkv`` is (N, T, 3 * H * C); the output is (N, T, H * C).
     """
 
-    def __init__(self, n_heads: int):
-        super().__init__()
-        self.n_heads = n_heads
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        n, length, width = qkv.shape
-        ch = width // (3 * self.n_heads)
-        qkv = qkv.reshape(n, length, 3, self.n_heads, ch).permute(2, 0, 3, 1, 4)  # (3, N, H, T, C)
-        return _sdpa_heads(qkv[0], qkv[1], qkv[2])  # (N, T, H * C)
+    heads_first = False
 
 
 class AttentionBlock(nn.Module):

@@ -130,14 +130,21 @@ class GenTrainConfig(TrainConfig):
             object.__setattr__(self, "flags", {**self.flags, "num_classes": n})  # stored with the checkpoints
 
     @classmethod
-    def from_argv(cls, argv: Sequence[str] | None = None, description: str = "") -> GenTrainConfig:
-        defaults = {**MODEL_FLAG_DEFAULTS, "class_cond": True, "learn_sigma": True}
-        return cls.from_args(parse_with_config(cls.parser(defaults, description), argv))
+    def build_parser(cls, description: str = "") -> argparse.ArgumentParser:
+        return cls.parser({**MODEL_FLAG_DEFAULTS, "class_cond": True, "learn_sigma": True}, description)
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str] | None = None) -> GenTrainConfig:
+        return cls.from_args(parse_with_config(cls.build_parser(), argv))
 
 
-def align_train_config(argv: Sequence[str] | None = None, description: str = "") -> TrainConfig:
+def align_train_parser(description: str = "") -> argparse.ArgumentParser:
+    return TrainConfig.parser(MODEL_FLAG_DEFAULTS, description)
+
+
+def align_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """``align/train.py``: the unconditional ADM projector."""
-    cfg = TrainConfig.from_args(parse_with_config(TrainConfig.parser(MODEL_FLAG_DEFAULTS, description), argv))
+    cfg = TrainConfig.from_args(parse_with_config(align_train_parser(), argv))
     if cfg.class_cond:
         raise UserError("align/train.py trains the unconditional model; use gen/train.py --model ADM for class_cond")
     return cfg

@@ -11,6 +11,29 @@ from torch import nn
 
 from sda.diffusion.training import export_ema, load_class_folder, train
 from sda.training.config import GenTrainConfig, TrainConfig
+from sda.utils.errors import UserError
+
+
+def build_generator(cfg: GenTrainConfig) -> nn.Module:
+    """``gen/train.py``'s model: a class-conditional ADM (with a null-class row for CFG when labels are dropped)
+    or a pixel-space DiT."""
+    from sda.models.adm_flags import create_model, model_kwargs
+    from sda.models.dit import build_dit
+
+    if cfg.model == "ADM":
+        kwargs = model_kwargs(cfg.model_flags)
+        kwargs["num_classes"] = cfg.num_classes + (1 if cfg.class_dropout > 0 else 0)  # + the null class
+        return create_model(**kwargs)
+    try:
+        return build_dit(
+            cfg.model,
+            input_size=cfg.image_size,
+            in_channels=3,
+            num_classes=cfg.num_classes,
+            learn_sigma=cfg.learn_sigma,
+        )
+    except ValueError as e:
+        raise UserError(f"--model {cfg.model}: {e}") from None
 
 
 def run_training(cfg: TrainConfig, build_model: Callable[[], nn.Module]) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from sda.utils.weights import PAPER_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 # files starting with "_" are shared recipe fragments, not runnable configs
-# configs/mini/<benchmark>/: each mini benchmark's from-scratch source recipe (and its fine-tuning recipe)
+# sda/mini/configs/: the tiny recipe, and each mini benchmark's from-scratch source recipe (and its fine-tuning recipe)
 ALL_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("[!_]*.py")) + sorted(
-    (ROOT / "configs" / "mini").glob("*/*.py")
+    (ROOT / "sda" / "mini" / "configs").glob("**/*.py")
 )
 CKPT = {
     "ResNet50": "resnet50_8xb32_in1k_20210831-ea4938fc.pth",
@@ -28,7 +28,7 @@ DROP_PATH = {"SwinT": 0.2, "SwinB": 0.2, "ConvNeXtT": 0.1, "ConvNeXtB": 0.5}
 
 def test_every_config_parses():
     assert {p.stem for p in ALL_CONFIGS} >= set(PAPER_MODELS) | {"TinyResNet", "classifier_scratch", "finetune"}
-    assert {p.parent.name for p in ALL_CONFIGS if p.stem == "classifier_scratch"} == {"digits", "glyphs32"}
+    assert {p.parent.name for p in ALL_CONFIGS if p.stem == "classifier_scratch"} == {"configs", "digits", "glyphs32"}
     for path in ALL_CONFIGS:
         cfg = load_config(path)
         assert cfg.model.type == "ImageClassifier", path

@@ -120,6 +120,6 @@ def test_missing_pretrained_checkpoint_is_a_user_error(tmp_path, monkeypatch):
     train_py = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_py)
     make_class_folders(tmp_path / "data", n_classes=10, per_class=1)
-    monkeypatch.chdir(tmp_path)  # load_from = assets/mini/glyphs32/classifier.pth, absent here
-    with pytest.raises(UserError, match="assets/mini/glyphs32/classifier.pth not found"):
-        train_py.main(["TinyResNet", "--data-root", "data"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="missing/classifier.pth not found"):
+        train_py.main(["TinyResNet", "--data-root", "data", "--cfg-options", "load_from=missing/classifier.pth"])

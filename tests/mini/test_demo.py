@@ -86,7 +86,7 @@ def test_seed_folder_is_not_resumed_with_other_inputs(tmp_path):
         claim_folder(r.out, run_key(r))
     first = json.loads((r.out / "run_key.json").read_text())
     assert first["sha256"]["oracle.pth"] != run_key(r)["sha256"]["oracle.pth"]  # not overwritten
-    assert "configs/mini/glyphs32/adm_uncond.json" in first["sha256"] and first["benchmark"] == "glyphs32"
+    assert "sda/mini/configs/glyphs32/adm_uncond.json" in first["sha256"] and first["benchmark"] == "glyphs32"
     with pytest.raises(UserError, match="other settings"):
         claim_folder(r.out, run_key(_seed(tmp_path, name="digits")))  # another benchmark's folder
 
@@ -154,7 +154,7 @@ def _demo(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["glyphs32", "digits"])
 def test_quick_demo_end_to_end(tmp_path, name):
-    assets = ROOT / "assets" / "mini" / name
+    assets = get_benchmark(name).assets
     out, data = tmp_path / "out", tmp_path / "data"
     args = ("--quick", "--benchmark", name, "--out", str(out), "--data", str(data), "--assets", str(assets))
     r = _demo(*args)

@@ -24,7 +24,7 @@ def test_training_commands_use_the_benchmark_configs(name):
     bench = get_benchmark(name)
     run = SourcesRun(name)
     data, results, assets = run.paths
-    assert (data, assets) == (Path("data/mini") / name, Path("assets/mini") / name)
+    assert (data, assets) == (Path("data/mini") / name, ROOT / "sda" / "mini" / "assets" / name)
     cmds = training_commands(run)
     assert _flag(cmds["adm_uncond"], "--config") == str(bench.adm_config_path("uncond"))
     assert _flag(cmds["adm_cond"], "--config") == str(bench.adm_config_path("cond"))

@@ -90,7 +90,7 @@ def test_the_preregistered_rule(sda_dda: dict, others_hi: float, f_passed: bool,
 
 def test_the_committed_plans_load() -> None:
     for name in ("powered.json", "powered-quick.json"):
-        path = ROOT / "configs/mini/glyphs32" / name
+        path = BENCH.configs / name
         if path.is_file():
             plan = PoweredPlan.load(path)
             assert plan.seeds and plan.test_per_class > 0 and plan.rule

@@ -64,8 +64,7 @@ def _entry_points() -> list[tuple[str, argparse.ArgumentParser, list[type]]]:
     from sda.finetune.config import build_parser as finetune_parser
     from sda.gen.config import GenConfig
     from sda.gen.config import build_parser as gen_parser
-    from sda.models.adm_flags import MODEL_FLAG_DEFAULTS
-    from sda.training.config import GenTrainConfig, TrainConfig
+    from sda.training.config import GenTrainConfig, TrainConfig, align_train_parser
 
     def bare(cls: type, prog: str) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(prog=prog)
@@ -79,8 +78,8 @@ def _entry_points() -> list[tuple[str, argparse.ArgumentParser, list[type]]]:
         ("finetune/train.py", finetune_parser(), [FinetuneConfig]),
         ("finetune/bn_adapt.py", bare(BNAdaptConfig, "bn_adapt"), [BNAdaptConfig]),
         ("eval/build_c.py", bare(CorruptedSet, "build_c"), [CorruptedSet]),
-        ("gen/train.py", GenTrainConfig.parser(MODEL_FLAG_DEFAULTS), [GenTrainConfig]),
-        ("align/train.py", TrainConfig.parser(MODEL_FLAG_DEFAULTS), [TrainConfig]),
+        ("gen/train.py", GenTrainConfig.build_parser(), [GenTrainConfig]),
+        ("align/train.py", align_train_parser(), [TrainConfig]),
     ]
 
 
