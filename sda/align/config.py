@@ -22,7 +22,9 @@ from sda.utils.precision import check_precision
 from sda.utils.weights import ADM_UNCOND_256, PRETRAINED_DIR
 
 GUIDANCE_NORMS = ("batch", "sample")
-GUIDANCES = ("lowpass", "none")  # DDA's low-pass guidance; none = DiffPure (Nie et al., ICML 2022)
+# lowpass: DDA's low-pass guidance; DiffPure (Nie et al., ICML 2022) two ways: sde, the reverse VP-SDE as DDA's first
+# author ran it for ImageNet-C (shiyegao/DiffPure, sda.align.diffpure), and none, DiffPure's DDPM runner
+GUIDANCES = ("lowpass", "none", "sde")
 DIFFPURE_T = 150  # DiffPure's ImageNet t* = 0.15 of the 1000-step schedule (NVlabs/DiffPure run scripts: --t 150)
 PRECISIONS = ("fp32", "fp16", "bf16")  # fp16 is the reference's convert_to_fp16(); bf16 runs under autocast
 DATATYPES = ("D", "C", "W")
@@ -34,8 +36,10 @@ class ProjectionConfig:
     """DDA's guided projection: noise to respaced index ``N``, then ``N`` guided steps.
 
     ``guidance_norm``: ``batch``, one norm over the whole batch tensor (the reference), or ``sample``, per-image
-    norms so an image does not depend on its batch. ``guidance none`` is DiffPure: the image noised to respaced
-    index N-1 and denoised N steps without guidance (D, scale and the norm are then unused; N=0 returns it).
+    norms so an image does not depend on its batch. DiffPure, unguided (D, scale and the norm are then unused;
+    N=0 returns the image): ``guidance sde`` is the reverse VP-SDE from t* = N of the 1000-step schedule by
+    Euler-Maruyama with step ``sde_dt`` (DDA's DiffPure protocol for ImageNet-C, ``sda.align.diffpure``); ``guidance
+    none`` is DiffPure's DDPM runner: the image noised to respaced index N-1 and denoised N steps.
     """
 
     N: int = option(50, "respaced noising index, also the number of guided steps (SDA: 50 of 100)")
@@ -56,14 +60,20 @@ class ProjectionConfig:
     clip_denoised: bool = option(True, "clip each step's x0 estimate to [-1, 1] (the reference: True)")
     guidance: str = option(
         "lowpass",
-        f"lowpass: DDA's guided projection; none: DiffPure (noise to N-1, N unguided steps; DiffPure's ImageNet "
-        f"setting: --guidance none --timestep_respacing 1000 --N {DIFFPURE_T})",
+        f"lowpass: DDA's guided projection; sde: DiffPure as DDA's author ran it on ImageNet-C (reverse VP-SDE from "
+        f"t* = N, --N {DIFFPURE_T}); none: DiffPure's DDPM runner (noise to N-1, N unguided respaced steps; "
+        f"--timestep_respacing 1000 --N {DIFFPURE_T})",
         choices=GUIDANCES,
+    )
+    sde_dt: float = option(
+        1e-3, "guidance sde: the Euler-Maruyama step (torchsde's default, as DiffPure)", names=("--sde-dt",)
     )
 
     def __post_init__(self) -> None:
         if self.guidance not in GUIDANCES:
-            raise UserError(f"--guidance {self.guidance!r}: use lowpass (DDA) or none (DiffPure)")
+            raise UserError(f"--guidance {self.guidance!r}: use lowpass (DDA), sde or none (DiffPure)")
+        if not 0 < self.sde_dt <= 0.1:
+            raise UserError(f"--sde-dt {self.sde_dt}: use a step in (0, 0.1] (DiffPure: 0.001)")
         if self.N < (1 if self.guidance == "lowpass" else 0):
             raise UserError(f"--N {self.N} must be at least 1 (the respaced noising index)")
         if self.D < 1 or not math.log2(self.D).is_integer():
@@ -75,8 +85,22 @@ class ProjectionConfig:
         if self.lowpass not in LOWPASS_KINDS:
             raise UserError(f"--lowpass {self.lowpass!r}: use one of {', '.join(LOWPASS_KINDS)}")
 
+    @property
+    def steps(self) -> int:
+        """Model calls (and per-step noise draws) of one projection: N, or the SDE's Euler-Maruyama steps."""
+        if self.guidance == "sde":
+            from sda.align.diffpure import forwards_per_image
+
+            return forwards_per_image(self.N, self.sde_dt)
+        return self.N
+
     def check_against(self, image_size: int, num_timesteps: int) -> None:
-        """The settings that need the image size and the respaced schedule: D divides the size, N fits."""
+        """The settings that need the image size and the respaced schedule: D divides the size, N fits (the
+        SDE runs on the model's 1000-step schedule, whatever the respacing)."""
+        if self.guidance == "sde":
+            from sda.align.diffpure import STEPS
+
+            num_timesteps = STEPS
         if image_size % self.D:
             raise UserError(
                 f"--D {self.D} with --image_size {image_size}: the size must be divisible by D; choose another D"
@@ -157,6 +181,13 @@ class AlignConfig:
         if self.precision is not None:
             check_precision(self.precision, PRECISIONS)
         check_prediction(self.model_flags)
+        if self.projection.guidance == "sde" and self.model_flags:
+            steps, schedule = self.model_flags.get("diffusion_steps"), self.model_flags.get("noise_schedule")
+            if (steps, schedule) != (1000, "linear"):
+                raise UserError(
+                    f"--guidance sde needs a model of the 1000-step linear schedule (the VP-SDE's beta 0.1 to 20); "
+                    f"got --diffusion_steps {steps} --noise_schedule {schedule}"
+                )
         if self.datatype == "C":
             if not self.corruptions:
                 raise UserError("--datatype C needs --corruption (a name of ImageNet-C, a comma list, or all)")

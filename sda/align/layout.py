@@ -122,7 +122,17 @@ def discover_jobs(sets: Sequence[ImageSet], lossless: bool = False, num_samples:
     return jobs
 
 
-def load_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
-    """An image file as the reference feeds it: (3, S, S) float32 in [-1, 1]."""
-    arr = center_crop_arr(load_rgb(path), image_size).astype(np.float32) / 127.5 - 1  # (S, S, 3)
+def load_image(path: str | os.PathLike, image_size: int, resize: str = "adm") -> torch.Tensor:
+    """An image file as the reference feeds it: (3, S, S) float32 in [-1, 1]. ``resize``: ``adm``, guided-diffusion's
+    BOX halvings, BICUBIC and center crop (DDA); ``diffpure``, torchvision's ``Resize(S)`` of the short side
+    (bilinear, antialiased) and no crop, as DiffPure's ImageNet-C loader (square inputs only)."""
+    if resize == "diffpure":
+        from torchvision.transforms import functional as TF
+
+        img = TF.resize(load_rgb(path), image_size)
+        if img.size != (image_size, image_size):
+            raise UserError(f"{path}: DiffPure's loader needs square images ({img.size[0]}x{img.size[1]} after Resize)")
+        arr = np.asarray(img, dtype=np.float32) / 255.0 * 2 - 1  # (S, S, 3): ToTensor, then (x - 0.5) * 2
+    else:
+        arr = center_crop_arr(load_rgb(path), image_size).astype(np.float32) / 127.5 - 1  # (S, S, 3)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # (3, S, S)

@@ -31,8 +31,10 @@ import torch
 from torch import nn
 
 from sda.align.config import PRECISIONS, ProjectionConfig
+from sda.align.diffpure import purify
 from sda.align.lowpass import LowPass, LowPassFn, lowpass_resize_right
 from sda.diffusion import randn_like_gen
+from sda.diffusion.gaussian_diffusion import ModelMeanType, final_sample
 from sda.diffusion.noise import Generators
 from sda.utils.precision import Autocast
 
@@ -106,9 +108,15 @@ def project_progressive(
     :param lowpass: the LPF; None -> :class:`LowPass` for ref's size and D on ref's device.
     """
     N = cfg.N
+    if step_noise is not None and len(step_noise) != cfg.steps:
+        raise ValueError(f"step_noise has {len(step_noise)} tensors, need {cfg.steps}")
+    if cfg.guidance == "sde":  # DiffPure as DDA's author ran it on ImageNet-C: on the 1000-step schedule
+        prediction = {ModelMeanType.VELOCITY: "v", ModelMeanType.START_X: "x0"}.get(
+            diffusion.model_mean_type, "epsilon"
+        )
+        yield from purify(model, ref.float(), N, prediction, generator, cfg.sde_dt, noise, step_noise)
+        return
     assert N <= diffusion.num_timesteps, (N, diffusion.num_timesteps)  # the user check: ProjectionConfig.check_against
-    if step_noise is not None and len(step_noise) != N:
-        raise ValueError(f"step_noise has {len(step_noise)} tensors, need N={N}")
     if cfg.guidance == "none":
         yield from _unguided(model, diffusion, ref.float(), cfg, generator, noise, step_noise)
         return
@@ -192,26 +200,8 @@ def _unguided(
         yield {"sample": x, "pred_xstart": out["pred_xstart"], "norm": torch.zeros((), device=device)}
 
 
-def project(
-    model: Callable[..., torch.Tensor],
-    diffusion: Any,
-    ref: torch.Tensor,
-    cfg: ProjectionConfig,
-    *,
-    generator: Generators = None,
-    noise: torch.Tensor | None = None,
-    step_noise: Sequence[torch.Tensor] | None = None,
-    lowpass: LowPassFn | None = None,
-) -> torch.Tensor:
-    """The projected images (B, C, H, W) of ``ref``: the last step of :func:`project_progressive`."""
-    steps = project_progressive(
-        model, diffusion, ref, cfg, generator=generator, noise=noise, step_noise=step_noise, lowpass=lowpass
-    )
-    out = None
-    for out in steps:  # noqa: B007 - keep the last
-        pass
-    assert out is not None
-    return out["sample"]
+# The projected images (B, C, H, W) of ``ref``: the last step of :func:`project_progressive` (its arguments).
+project = final_sample(project_progressive)
 
 
 def project_reference_style(

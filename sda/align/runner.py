@@ -97,8 +97,8 @@ def _plan(
     return batches, todo
 
 
-def _load_batch(jobs: Sequence[Job], image_size: int) -> torch.Tensor:
-    return torch.stack([load_image(j.src, image_size) for j in jobs])  # (B, 3, S, S)
+def _load_batch(jobs: Sequence[Job], image_size: int, resize: str) -> torch.Tensor:
+    return torch.stack([load_image(j.src, image_size, resize) for j in jobs])  # (B, 3, S, S)
 
 
 def _save_missing(images: torch.Tensor, jobs: Sequence[Job]) -> None:
@@ -131,15 +131,16 @@ def run_jobs(
     lpf = make_lowpass(cfg.projection.lowpass, cfg.image_size, cfg.projection.D, device)
     written = 0
     with futures.ThreadPoolExecutor(max_workers=2) as pool, progress(total=sum(map(len, batches)), desc=desc) as bar:
-        next_load = pool.submit(_load_batch, batches[0], cfg.image_size) if batches else None
+        resize = "diffpure" if cfg.projection.guidance == "sde" else "adm"  # each protocol's own input transform
+        next_load = pool.submit(_load_batch, batches[0], cfg.image_size, resize) if batches else None
         saves: list[futures.Future] = []
         for b, batch in enumerate(batches):
             ref = next_load.result().to(device)  # (B, 3, S, S)
             if b + 1 < len(batches):
-                next_load = pool.submit(_load_batch, batches[b + 1], cfg.image_size)
+                next_load = pool.submit(_load_batch, batches[b + 1], cfg.image_size, resize)
             gens = [make_generator(image_seed(cfg.seed, j.key)) for j in batch]
             if cfg.prenoise:  # every draw before the loop: the same values, a static step loop
-                noise, steps = predraw_noise(ref.shape, gens, cfg.projection.N, device)
+                noise, steps = predraw_noise(ref.shape, gens, cfg.projection.steps, device)
                 x = project(model, diffusion, ref, cfg.projection, noise=noise, step_noise=steps, lowpass=lpf)
             else:
                 x = project(model, diffusion, ref, cfg.projection, generator=gens, lowpass=lpf)  # (B, 3, S, S)

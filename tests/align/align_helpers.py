@@ -17,7 +17,7 @@ FAST = dict(N=2, D=4, scale=6.0, batch_size=4)
 FP32_TWO_ORDERS = 1e-4
 
 
-PROJECTION_KEYS = ("N", "D", "scale", "guidance_norm", "lowpass", "clip_denoised")
+PROJECTION_KEYS = ("N", "D", "scale", "guidance_norm", "lowpass", "clip_denoised", "guidance", "sde_dt")
 RUN_KEYS = ("rank", "world_size", "device")
 
 

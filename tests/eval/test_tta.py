@@ -121,6 +121,22 @@ def test_norm_and_tent_streams_reproduce_hand_computation():
     assert not np.allclose(tent[order[1]].numpy(), norm[order[1]].numpy())  # the second batch saw the update
 
 
+def test_tent_streams_several_batches_and_resets_between_subsets():
+    """TENT is an online stream: with several batches per subset the later ones are predicted by the updated model;
+    each corruption/severity starts again from the source (nothing carries over from another subset)."""
+    cfg = TTAConfig(batch_size=2, tent_lr=0.5, tent_momentum=0.9)
+    source = Toy()
+    order = list(tta.stream_batches(4, 2, 3, "snow/5"))
+    assert len(order) == 2  # a stream of two batches
+    snow = tta.adapt_subset("tent", source, lambda i: X[i], lambda t: t, 4, cfg, (3, "snow/5"))
+    norm = tta.adapt_subset("norm", source, lambda i: X[i], lambda t: t, 4, cfg, (3, "snow/5"))
+    assert torch.allclose(snow[order[0]], norm[order[0]], atol=1e-6)  # the first batch: predicted before any update
+    assert not torch.allclose(snow[order[1]], norm[order[1]])  # the second: by the updated affine parameters
+    tta.adapt_subset("tent", source, lambda i: X[[(k + 1) % 4 for k in i]], lambda t: t, 4, cfg, (3, "fog/5"))
+    again = tta.adapt_subset("tent", source, lambda i: X[i], lambda t: t, 4, cfg, (3, "snow/5"))
+    assert torch.equal(again, snow)  # reset: the fog stream left nothing behind
+
+
 def test_tent_updates_only_the_affine_parameters():
     source = Toy()
     model, opt = tta.tent_model(source, TTAConfig(tent_lr=0.5))
