@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from sda.mini import stats
 from sda.mini.commands import bn_adapt_config, build_c_config, command
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN
 from sda.mini.procs import complete_manifest
 from sda.mini.scoring import ImageSet, correct
 from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet
+from sda.utils import stats
 from sda.utils.errors import UserError
 from sda.utils.io import write_json, write_text
 from sda.utils.layout import CORRUPTIONS

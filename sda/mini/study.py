@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from sda.mini import stats
 from sda.mini.benchmarks import CLASSIFIER_CONFIG, Benchmark, get_benchmark
 from sda.mini.commands import align_config, build_c_config, command, finetune_config, gen_config
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN
 from sda.mini.procs import StageRunner, complete_manifest
 from sda.mini.scoring import ImageSet, Scores, correct, top1
+from sda.utils import stats
 from sda.utils.errors import UserError
 from sda.utils.io import write_json, write_text
 from sda.utils.layout import CORRUPTIONS

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from sda.utils.errors import UserError
+from sda.utils.stats import wilson
 
 REPO = Path(__file__).resolve().parents[2]
 # eval/evaluate.py, the evaluation command (the torchrun test below runs it under the reference's name,
@@ -192,10 +193,18 @@ def test_c_accuracy_matches_independent_computation(setup, tmp_path):
     assert mean == pytest.approx(np.mean([js["results"][f"{c}/5"]["top1"]["sda"] for c in CORRS]))
     md = out.with_suffix(".md").read_text()
     assert "| corruption | Source | Projected | DDA | SDA | entropy | var_fuse |" in md
-    assert f"| fog | {js['results']['fog/5']['top1']['first']:.2f} |" in md
-    assert f"| mean | {js['mean']['5']['top1']['first']:.2f} |" in md
+    fog = js["results"]["fog/5"]
+    lo, hi = wilson(round(fog["top1"]["first"] * fog["n"] / 100), fog["n"])
+    assert fog["top1_ci"]["first"] == pytest.approx([lo, hi])  # every cell: its Wilson interval
+    assert f"| fog | {fog['top1']['first']:.2f} [{lo:.1f}, {hi:.1f}] |" in md
+    iv = js["intervals"]["5"]
+    assert f"| mean | {js['mean']['5']['top1']['first']:.2f} [{iv['first']['lo']:.1f}, {iv['first']['hi']:.1f}] |" in md
+    for k in ("first", "sda", "sda-sum", "sum-first"):  # the means and the paired differences, bootstrapped
+        assert iv[k]["lo"] <= iv[k]["value"] <= iv[k]["hi"], k
+    assert iv["sda-sum"]["value"] == pytest.approx(js["mean"]["5"]["top1"]["sda"] - js["mean"]["5"]["top1"]["sum"])
+    assert "- SDA - DDA: " in md
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
-    assert len(rows) == (len(CORRS) + 1) * 6
+    assert len(rows) == (len(CORRS) + 1) * 6 + 2  # cells and means of 6 modes, two differences
     r = next(r for r in rows if r["corruption"] == "gaussian_noise" and r["mode"] == "sda")
     assert float(r["top1"]) == pytest.approx(js["results"]["gaussian_noise/5"]["top1"]["sda"], abs=1e-4)
     assert r["severity"] == "5" and r["n"] == "7" and r["method"] == "SDA"

@@ -1,4 +1,4 @@
-"""Intervals and distances for the mini benchmarks' study and powered test: pure functions of numpy arrays.
+"""Intervals and distances (the mini study, the powered test and eval's tables): pure functions of numpy arrays.
 
 - :func:`wilson`: the 95% Wilson score interval of a proportion (one accuracy on n independent images);
 - :func:`bootstrap`: a percentile interval of any statistic of per-image outcomes, resampling *base* images
@@ -117,3 +117,52 @@ def domain_accuracy(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     return 100.0 * float(cross_val_score(probe, x, y, cv=cv).mean())
+
+
+def cell_mean_bootstrap(
+    sums: dict[str, np.ndarray],
+    counts: np.ndarray,
+    pairs: dict[str, tuple[str, str]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Percentile intervals of the mean over cells (e.g. the 15 corruptions) of each column's top-1 (%), and of
+    paired differences between columns, resampling *base images* with replacement (every cell's version of a base
+    image moves with it).
+
+    ``sums[column]`` (cells, groups): correct predictions of each cell on each base image; ``counts`` (cells,
+    groups): images of each cell and base image (0 where a cell lacks it); ``pairs``: name -> (column a, column b)
+    for the differences a - b. Returns {name: {"value", "lo", "hi"}} for every column and pair.
+    """
+    counts = counts.astype(np.float64)
+    valid = counts.sum(1) > 0
+
+    def means(w: np.ndarray) -> dict[str, np.ndarray]:  # w (R, groups) -> {column: (R,) mean over cells}
+        n = w @ counts.T  # (R, cells)
+        out = {}
+        for k, v in sums.items():
+            acc = np.divide(w @ v.T.astype(np.float64), n, out=np.full_like(n, np.nan), where=n > 0)  # (R, cells)
+            out[k] = 100.0 * np.nanmean(acc[:, valid], axis=1)
+        return out
+
+    groups = counts.shape[1]
+    point = means(np.ones((1, groups)))
+    draws: dict[str, list[np.ndarray]] = {k: [] for k in [*sums, *pairs]}
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, 100):
+        r = min(100, n_boot - start)
+        w = np.stack([np.bincount(rng.integers(0, groups, groups), minlength=groups) for _ in range(r)])
+        m = means(w.astype(np.float64))
+        for k in sums:
+            draws[k].append(m[k])
+        for name, (a, b) in pairs.items():
+            draws[name].append(m[a] - m[b])
+    alpha = (1 - level) / 2
+    out = {}
+    for k, parts in draws.items():
+        v = np.concatenate(parts)
+        value = point[k][0] if k in sums else point[pairs[k][0]][0] - point[pairs[k][1]][0]
+        lo, hi = np.nanquantile(v, [alpha, 1 - alpha])
+        out[k] = {"value": float(value), "lo": float(lo), "hi": float(hi)}
+    return out

@@ -1,4 +1,4 @@
-"""sda.mini.stats: known answers for the Wilson interval and the Frechet distance; the bootstrap's width
+"""sda.utils.stats: known answers for the Wilson interval and the Frechet distance; the bootstrap's width
 against the normal approximation, its clustering by base image and its seed stage."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sda.mini import stats
+from sda.utils import stats
 
 
 def test_wilson_known_answer() -> None:
@@ -73,3 +73,24 @@ def test_domain_accuracy_tells_apart_only_what_differs() -> None:
     same = stats.domain_accuracy(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)))
     apart = stats.domain_accuracy(rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 3.0)
     assert 35 < same < 65 and apart > 95
+
+
+def test_cell_mean_bootstrap_pairs_cells_by_base_image() -> None:
+    """The mean over cells (corruptions) of each column, resampling base images: its point is the plain mean of the
+    cells' accuracies, a column against itself differs by exactly 0, and its width matches the generic bootstrap."""
+    rng = np.random.default_rng(6)
+    cells, groups = 3, 400
+    a = (rng.random((cells, groups)) < 0.7).astype(float)  # one image per cell and base image
+    b = (rng.random((cells, groups)) < 0.5).astype(float)
+    counts = np.ones((cells, groups))
+    out = stats.cell_mean_bootstrap({"a": a, "b": b}, counts, {"a-b": ("a", "b"), "a-a": ("a", "a")}, n_boot=600)
+    assert out["a"]["value"] == pytest.approx(100 * a.mean(1).mean())
+    assert out["a-b"]["value"] == pytest.approx(100 * (a.mean() - b.mean()))
+    assert out["a-a"]["lo"] == out["a-a"]["hi"] == 0.0
+    generic = stats.bootstrap(stats.mean_pct, a.mean(0), n_boot=600)  # each base image's mean over the cells
+    width = out["a"]["hi"] - out["a"]["lo"]
+    assert width == pytest.approx(generic["hi"] - generic["lo"], rel=0.2)
+    missing = counts.copy()
+    missing[0, :100] = 0  # a cell that lacks some base images still averages its own
+    partial = stats.cell_mean_bootstrap({"a": a * missing}, missing, {}, n_boot=100)
+    assert partial["a"]["value"] == pytest.approx(100 * np.mean([a[0, 100:].mean(), a[1].mean(), a[2].mean()]))
