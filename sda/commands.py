@@ -74,6 +74,15 @@ def eval_build_c(argv: list[str] | None = None) -> Any:
     return counts
 
 
+def eval_build_w(argv: list[str] | None = None) -> Any:
+    from sda.eval.builders import WatermarkedSet, build_watermarked_set
+
+    spec = WatermarkedSet.from_argv(argv)
+    counts = build_watermarked_set(spec)
+    print(f"{counts['images']} source images: {counts['written']} written, {counts['skipped']} already present")
+    return counts
+
+
 COMMANDS: dict[str, Callable[[list[str] | None], Any]] = {
     "gen/sample.py": gen_sample,
     "gen/train.py": gen_train,
@@ -83,6 +92,7 @@ COMMANDS: dict[str, Callable[[list[str] | None], Any]] = {
     "finetune/bn_adapt.py": finetune_bn_adapt,
     "eval/evaluate.py": eval_evaluate,
     "eval/build_c.py": eval_build_c,
+    "eval/build_w.py": eval_build_w,
 }
 
 

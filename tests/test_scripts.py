@@ -116,7 +116,7 @@ def accept(entry: str, args: list[str]) -> None:
     """Parse ``args`` as ``entry`` would, building its typed config where it has one (nothing runs)."""
     from sda.align import AlignConfig
     from sda.eval import EvalConfig
-    from sda.eval.builders import CorruptedSet
+    from sda.eval.builders import CorruptedSet, WatermarkedSet
     from sda.finetune.config import BNAdaptConfig, FinetuneConfig
     from sda.gen import GenConfig
 
@@ -126,6 +126,7 @@ def accept(entry: str, args: list[str]) -> None:
         "eval/evaluate.py": EvalConfig.from_argv,
         "eval/test_ensemble.py": EvalConfig.from_argv,
         "eval/build_c.py": CorruptedSet.from_argv,
+        "eval/build_w.py": WatermarkedSet.from_argv,
         "finetune/train.py": FinetuneConfig.from_argv,
         "finetune/bn_adapt.py": BNAdaptConfig.from_argv,
     }

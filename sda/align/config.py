@@ -19,6 +19,7 @@ from sda.utils.errors import UserError
 from sda.utils.layout import parse_corruptions, parse_severities
 from sda.utils.options import add_options, option, option_values, to_argv
 from sda.utils.precision import check_precision
+from sda.utils.subset import SubsetOptions
 from sda.utils.weights import ADM_UNCOND_256, PRETRAINED_DIR
 
 GUIDANCE_NORMS = ("batch", "sample")
@@ -112,7 +113,7 @@ class ProjectionConfig:
 
 
 @dataclass(frozen=True)
-class AlignConfig:
+class AlignConfig(SubsetOptions):
     """One align run over a D/C/W layout (see ``sda.align.layout``) with one projector.
 
     ``model_flags``: guided-diffusion's model and diffusion flags of the projector (``ADM_FLAGS`` names; the
@@ -136,7 +137,12 @@ class AlignConfig:
     severities: tuple[int, ...] | str = option((5,), "C only: 1-5 or a comma list", names=("--severity",))
     batch_size: int = option(10, "images per process and step", names=("--batch_size",))
     seed: int = option(0, "global seed; each image's noise is seeded by its path")
-    num_samples: int | None = option(None, "cap on images per input set (default: all)", names=("--num_samples",))
+    num_samples: int | None = option(
+        None,
+        "the reference's flag: only the first N files of each input set, in sorted order (the first classes); "
+        "for a subset of every class use --per-class",
+        names=("--num_samples",),
+    )
     lossless: bool = option(False, "write PNG (same stem) instead of the input's format", kind="switch")
     grid: Path | None = option(None, "write a PNG of inputs / projections / low-pass views (first batch)")
     precision: str | None = option(
@@ -181,6 +187,7 @@ class AlignConfig:
         if self.precision is not None:
             check_precision(self.precision, PRECISIONS)
         check_prediction(self.model_flags)
+        _ = self.subset  # checks --per-class
         if self.projection.guidance == "sde" and self.model_flags:
             steps, schedule = self.model_flags.get("diffusion_steps"), self.model_flags.get("noise_schedule")
             if (steps, schedule) != (1000, "linear"):

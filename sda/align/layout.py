@@ -26,6 +26,7 @@ import torch
 from sda.utils.errors import UserError
 from sda.utils.images import center_crop_arr
 from sda.utils.io import is_image_file, load_rgb
+from sda.utils.subset import Subset
 
 SYN_ROOTS = {"D": "DiT-Syn", "C": "ImageNet-C-Syn", "W": "ImageNet-W-Syn"}
 PATTERNS = {
@@ -104,8 +105,11 @@ def output_name(rel: str, lossless: bool) -> str:
     return str(Path(rel).with_suffix(".png")) if lossless else rel
 
 
-def discover_jobs(sets: Sequence[ImageSet], lossless: bool = False, num_samples: int | None = None) -> list[Job]:
-    """All jobs of the sets in sorted order; ``num_samples`` caps each set (the first ones in order)."""
+def discover_jobs(
+    sets: Sequence[ImageSet], lossless: bool = False, num_samples: int | None = None, subset: Subset | None = None
+) -> list[Job]:
+    """All jobs of the sets in sorted order: the ``subset``'s images (K per class, the same base images in every
+    set), and with ``num_samples`` only the first ones of each set in sorted order."""
     jobs: list[Job] = []
     for s in sets:
         rels = list_set(s)
@@ -114,6 +118,8 @@ def discover_jobs(sets: Sequence[ImageSet], lossless: bool = False, num_samples:
                 f"no images in {s.in_dir}: expected <folder>/<image> files below it "
                 f"(layout {s.in_dir}/<wnid or class>/<image>)"
             )
+        if subset is not None:
+            rels = subset.select(rels)
         if num_samples is not None:
             rels = rels[:num_samples]
         for rel in rels:

@@ -52,6 +52,7 @@ def run_key(cfg: AlignConfig, model_sha256: str, device_type: str) -> dict[str, 
         "lossless": cfg.lossless,
         "model_sha256": model_sha256,
         "model_flags": dict(cfg.model_flags),
+        **({"subset": cfg.subset.key()} if cfg.subset.active else {}),  # eval checks it (a whole set: no key)
     }
 
 
@@ -61,7 +62,7 @@ def plan_batches(sets: Sequence[ImageSet], cfg: AlignConfig) -> list[Batch]:
     number of ranks, so a resumed run projects every batch exactly as a clean run does."""
     out: list[Batch] = []
     for s in sets:
-        jobs = discover_jobs([s], cfg.lossless, cfg.num_samples)
+        jobs = discover_jobs([s], cfg.lossless, cfg.num_samples, cfg.subset)
         out += [jobs[i : i + cfg.batch_size] for i in range(0, len(jobs), cfg.batch_size)]
     return out
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing as mp
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from sda.utils.layout import CORRUPTIONS, SEVERITIES, parse_corruptions, parse_s
 from sda.utils.options import add_options, option, option_values, to_argv
 from sda.utils.runfolder import RunFolder, claimed
 from sda.utils.seed import image_seed
+from sda.utils.subset import SubsetOptions
 
 MANIFEST = "build_manifest.json"  # the settings key of a built set (its folders may grow by corruption)
 ALGORITHM = "corruptions-2"  # bump when a change alters the pixels (2: ImageMagick's truncation in motion blur)
@@ -79,7 +79,7 @@ def _check_class_folders(src_root: Path, rels: list[str]) -> None:
 
 
 @dataclass(frozen=True)
-class CorruptedSet:
+class CorruptedSet(SubsetOptions):
     """A ``-C`` set to build: ``<out>/<corruption>/<severity>/<class>/<stem>.<ext>`` from ``<src>/<class>/<image>``.
 
     ``fmt``: "jpeg" (``.JPEG``, quality ``quality``) or "png"; None: the profile's. Validated once here.
@@ -121,6 +121,7 @@ class CorruptedSet:
         object.__setattr__(self, "severities", tuple(parse_severities(self.severities)))
         if self.workers < 1 or not 1 <= self.quality <= 100:
             raise UserError("--workers must be at least 1 and --quality in 1..100")
+        _ = self.subset  # checks --per-class
 
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> CorruptedSet:
@@ -142,6 +143,7 @@ def build_corrupted_set(spec: CorruptedSet) -> dict[str, int]:
     """
     rels = list_images(spec.src)
     _check_class_folders(spec.src, rels)
+    rels = spec.subset.select(rels)
     check_disjoint(spec.src, spec.out, "the source folder", "the output folder")
     check_writable_dir(spec.out, "the output folder")
     key = {
@@ -150,6 +152,7 @@ def build_corrupted_set(spec: CorruptedSet) -> dict[str, int]:
         "format": spec.fmt,
         "quality": spec.quality,
         "seed": spec.seed,
+        **({"subset": spec.subset.key()} if spec.subset.active else {}),  # (a whole set keeps its old key)
     }
     with claimed([RunFolder(spec.out, key, MANIFEST, fix=FIX)]) as (folder,):
         folder.claim()
@@ -194,21 +197,52 @@ def add_watermark(img: Image.Image) -> Image.Image:
     return _watermarker(img.size[0])(img)
 
 
-def build_watermarked_set(
-    src_root: str | os.PathLike, out_root: str | os.PathLike, fmt: str = "jpeg", workers: int = 1, quality: int = 95
-) -> dict[str, int]:
+@dataclass(frozen=True)
+class WatermarkedSet(SubsetOptions):
+    """ImageNet-W to build: ``<out>/val/<class>/<stem>.<ext>`` from ``<src>/<class>/<image>`` (resize 256, center
+    crop 224, the ``imagenet-w`` package's watermark)."""
+
+    src: Path = option(kind="positional", help="source root: <src>/<class>/<image>")
+    out: Path = option(kind="positional", help="output root: <out>/val/<class>/<image>")
+    fmt: str = option("jpeg", "jpeg (.JPEG, default) or png", names=("--format",), choices=sorted(FORMATS))
+    quality: int = option(95, "JPEG quality")
+    workers: int = option(1, "processes")
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise UserError(f"unknown output format {self.fmt!r}; use one of {', '.join(FORMATS)}")
+        if self.workers < 1 or not 1 <= self.quality <= 100:
+            raise UserError("--workers must be at least 1 and --quality in 1..100")
+        object.__setattr__(self, "src", Path(self.src))
+        object.__setattr__(self, "out", Path(self.out))
+        _ = self.subset  # checks --per-class
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None = None) -> WatermarkedSet:
+        p = argparse.ArgumentParser(
+            prog="eval/build_w.py", description="ImageNet-W: the Whac-A-Mole watermark on the 224 center crop"
+        )
+        add_options(p, cls)
+        return cls(**option_values(cls, p.parse_args(argv)))
+
+    def to_argv(self) -> list[str]:
+        return to_argv(self)
+
+
+def build_watermarked_set(spec: WatermarkedSet) -> dict[str, int]:
     """Write ImageNet-W ``<out>/val/<class>/<stem>.<ext>``: resize 256, center crop 224, watermark.
 
     Resumable and atomic like ``build_corrupted_set``.
     """
-    if fmt not in FORMATS:
-        raise UserError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
-    src_root, out_root = Path(src_root), Path(out_root)
+    src_root, out_root, fmt, quality = spec.src, spec.out, spec.fmt, spec.quality
     rels = list_images(src_root)
     _check_class_folders(src_root, rels)
+    rels = spec.subset.select(rels)
     check_disjoint(src_root, out_root, "the source folder", "the output folder")
     check_writable_dir(out_root, "the output folder")
     key = {"algorithm": ALGORITHM, "watermark": "imagenet-w AddWatermark", "format": fmt, "quality": quality}
+    if spec.subset.active:
+        key["subset"] = spec.subset.key()
     with claimed([RunFolder(out_root, key, MANIFEST, fix=FIX)]) as (folder,):
         folder.claim()
         jobs = []
@@ -216,5 +250,5 @@ def build_watermarked_set(
             out = out_root / "val" / _out_name(rel, FORMATS[fmt])
             if not out.exists():
                 jobs.append((str(src_root), rel, str(out), fmt, quality))
-        _run_jobs(_w_job, jobs, workers, len(jobs), desc="watermark")
+        _run_jobs(_w_job, jobs, spec.workers, len(jobs), desc="watermark")
     return {"images": len(rels), "written": len(jobs), "skipped": len(rels) - len(jobs)}

@@ -13,6 +13,7 @@ from sda.utils.errors import UserError
 from sda.utils.layout import parse_corruptions, parse_severities
 from sda.utils.options import add_options, option, option_values, to_argv
 from sda.utils.precision import amp_precision
+from sda.utils.subset import SubsetOptions
 
 DATATYPES = ("C", "W")
 
@@ -41,7 +42,7 @@ def needs_projection(modes: list[str]) -> bool:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(SubsetOptions):
     """One evaluation: the models, the target roots and subsets, the modes and the run settings.
 
     ``checkpoint`` is the fine-tuned model (the only one without ``originckpt``); ``originckpt`` the
@@ -97,10 +98,7 @@ class EvalConfig:
         names=("--data_prefix_diffpure", "--data-prefix-diffpure"),
     )
     tta: TTAConfig = field(default_factory=TTAConfig)  # norm / tent / memo on the raw images
-    seed: int = option(0, "adaptation stream order, MEMO's augmentations, the --max-per-corruption draw")
-    max_per_corruption: int | None = option(
-        None, "score a seeded subset of this many images per set", names=("--max-per-corruption",)
-    )
+    seed: int = option(0, "adaptation stream order, MEMO's augmentations")
     single: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,8 +120,7 @@ class EvalConfig:
             raise UserError(f"modes {needy} need --data_prefix2 (projected root)")
         if DIFFPURE in modes and not self.data_prefix_diffpure:
             raise UserError("the diffpure column needs --data_prefix_diffpure (align's output with --guidance none)")
-        if self.max_per_corruption is not None and self.max_per_corruption < 1:
-            raise UserError(f"--max-per-corruption {self.max_per_corruption}: use at least 1 (or leave it out)")
+        _ = self.subset  # checks --per-class
         if self.data_prefix2 and Path(self.data_prefix1).resolve() == Path(self.data_prefix2).resolve():
             raise UserError(
                 f"--data_prefix1 and --data_prefix2 are the same folder ({self.data_prefix1}): the projected images "

@@ -10,6 +10,7 @@ reference paired them by list position).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 from sda.utils.errors import UserError
 from sda.utils.io import class_folders, list_images
 from sda.utils.layout import parse_corruptions, parse_severities
-from sda.utils.seed import image_seed
+from sda.utils.subset import Subset
 
 
 @dataclass
@@ -49,17 +50,22 @@ def _few(xs: Sequence[str], n: int = 3) -> str:
     return ", ".join(xs[:n]) + (f" (+{len(xs) - n} more)" if len(xs) > n else "")
 
 
-def pair_images(raw_dir: Path, proj_dir: Path | None, allow_missing: bool = False) -> tuple[list[str], dict]:
-    """Relative paths present in both folders; a missing or extra projection is an error naming it.
+def pair_images(
+    raw_dir: Path, proj_dir: Path | None, allow_missing: bool = False, subset: Subset | None = None
+) -> tuple[list[str], dict]:
+    """Relative paths present in both folders (the ``subset``'s images of each); a missing or extra projection is
+    an error naming it, and so is a projected folder that align made for another subset.
 
     With ``allow_missing`` the intersection is used and the counts report what was left out.
     """
-    raw = [r for r in list_images(raw_dir) if "/" in r]
+    subset = subset or Subset()
+    raw = subset.select(r for r in list_images(raw_dir) if "/" in r)
     if not raw:
         raise UserError(f"no images in class folders under {raw_dir}; expected <class>/<image> below it")
     if proj_dir is None:
         return raw, {"raw": len(raw), "paired": len(raw)}
-    proj = [r for r in list_images(proj_dir) if "/" in r] if proj_dir.is_dir() else []
+    check_projected_subset(proj_dir, subset)
+    proj = subset.select(r for r in list_images(proj_dir) if "/" in r) if proj_dir.is_dir() else []
     proj_set, raw_set = set(proj), set(raw)
     missing = [r for r in raw if r not in proj_set]
     extra = [r for r in proj if r not in raw_set]
@@ -80,13 +86,18 @@ def pair_images(raw_dir: Path, proj_dir: Path | None, allow_missing: bool = Fals
     return paired, counts
 
 
-def limit(rels: list[str], n: int | None, seed: int, key: str) -> list[str]:
-    """``n`` images of a subset drawn by a seeded permutation (the same ones for every method), in sorted
-    order; all of them when ``n`` is None."""
-    if n is None or n >= len(rels):
-        return rels
-    order = np.random.default_rng(image_seed(seed, "subset", key) % 2**32).permutation(len(rels))
-    return sorted(rels[i] for i in order[:n])
+def check_projected_subset(proj_dir: Path, subset: Subset) -> None:
+    """Refuse a projected folder whose align manifest records another subset than the one scored."""
+    manifest = proj_dir / "align_manifest.json"
+    if not manifest.is_file():
+        return
+    made = json.loads(manifest.read_text()).get("settings", {}).get("subset")
+    if made is not None and made != subset.key():
+        want = "the whole set" if not subset.active else f"--per-class {subset.per_class} --subset-seed {subset.seed}"
+        raise UserError(
+            f"{proj_dir} holds align's projections of the subset --per-class {made['per_class']} --subset-seed "
+            f"{made['seed']}, but eval was asked for {want}; pass the same --per-class and --subset-seed to both"
+        )
 
 
 @dataclass(frozen=True)
@@ -104,13 +115,12 @@ def build_subsets(
     corruptions: Sequence[str] = ("all",),
     severities: Sequence[int] = (5,),
     allow_missing: bool = False,
-    max_per_subset: int | None = None,
-    seed: int = 0,
+    subset: Subset | None = None,
 ) -> list[SubsetPairs]:
     """Subsets of a C or W layout with their paired images, in table order.
 
-    The projections (and DiffPure's purifications) are paired by relative path; ``max_per_subset``: score
-    a seeded subset of that many images per corruption (the same images for every method).
+    The projections (and DiffPure's purifications) are paired by relative path; ``subset``: only its images
+    (K per class, the same base images in every corruption and severity).
     """
     if datatype == "C":
         names = parse_corruptions(corruptions)
@@ -126,15 +136,12 @@ def build_subsets(
         proj_dir = Path(roots.proj) / sub if roots.proj is not None else None
         pur_dir = Path(roots.pur) / sub if roots.pur is not None else None
         classes = class_folders(raw_dir, "check --data_prefix1/--data_prefix2 and the layout")
-        rels, counts = pair_images(raw_dir, proj_dir, allow_missing)
+        rels, counts = pair_images(raw_dir, proj_dir, allow_missing, subset)
         if pur_dir is not None:
-            pur_rels, pur_counts = pair_images(raw_dir, pur_dir, allow_missing)
+            pur_rels, pur_counts = pair_images(raw_dir, pur_dir, allow_missing, subset)
             keep = set(pur_rels)
             rels = [r for r in rels if r in keep]
             counts = {**counts, **{f"diffpure_{k}": v for k, v in pur_counts.items()}, "paired": len(rels)}
-        if max_per_subset is not None and max_per_subset < len(rels):
-            rels = limit(rels, max_per_subset, seed, key)
-            counts["scored"] = len(rels)
         subsets.append(SubsetPairs(key, corr, sev, raw_dir, proj_dir, classes, rels, counts, pur_dir))
     return subsets
 

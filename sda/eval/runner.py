@@ -79,9 +79,7 @@ def _evaluate(cfg: EvalConfig, mm_cfg: Any, info: DistInfo) -> dict[str, Any] | 
         Path(cfg.data_prefix_diffpure) if DIFFPURE in cfg.modes else None,
     )
     subsets = rank0_plan(  # every rank scores the same pairs, listed once
-        lambda: build_subsets(
-            cfg.datatype, roots, cfg.corruptions, cfg.severities, cfg.allow_missing, cfg.max_per_corruption, cfg.seed
-        )
+        lambda: build_subsets(cfg.datatype, roots, cfg.corruptions, cfg.severities, cfg.allow_missing, cfg.subset)
     )
     check_num_classes(subsets, head_num_classes(mm_cfg))
     models, loaded = load_models(cfg, mm_cfg, info.device)
@@ -111,7 +109,7 @@ def _evaluate(cfg: EvalConfig, mm_cfg: Any, info: DistInfo) -> dict[str, Any] | 
         "tta": list(cfg.tta.methods),
         "tta_settings": asdict(cfg.tta) if cfg.tta.methods else None,
         "seed": cfg.seed,
-        "max_per_corruption": cfg.max_per_corruption,
+        "subset": cfg.subset.key(),
         "methods": {m: tables.method_label(m, cfg.single) for m in cfg.columns},
         "models_per_mode": mode_models(cfg.modes, cfg.single),
         "notes": notes,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from sda.utils.errors import UserError
+from sda.utils.options import option
 
 
 def base_name(rel: str) -> str:
@@ -68,3 +69,20 @@ class Subset:
             return rels
         keep = self.chosen(rels)
         return [r for r in rels if base_name(r) in keep]
+
+
+@dataclass(frozen=True)
+class SubsetOptions:
+    """``--per-class K --subset-seed S``, declared once for every config that reads a target set (build_c,
+    build_w, align, eval); keyword-only, after each config's own fields."""
+
+    _: KW_ONLY
+    per_class: int | None = option(
+        None, "only K images per class, chosen by --subset-seed on base image names (default: every image)",
+        names=("--per-class",),
+    )  # fmt: skip
+    subset_seed: int = option(0, "the seed of the --per-class choice", names=("--subset-seed",))
+
+    @property
+    def subset(self) -> Subset:
+        return Subset(self.per_class, self.subset_seed)

@@ -92,7 +92,7 @@ def test_unknown_names_are_user_errors(tmp_path):
 def test_watermark_builder_draws_in_the_text_band(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     _make_set(src, classes=("n01", "n02"), per_class=1, size=(300, 260), ext=".JPEG")
-    counts = B.build_watermarked_set(src, out, fmt="png")
+    counts = B.build_watermarked_set(B.WatermarkedSet(src, out, fmt="png"))
     assert counts == {"images": 2, "written": 2, "skipped": 0}
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["val/n01/img0.png", "val/n02/img0.png"]
     base = np.asarray(C.preprocess(Image.open(src / "n01" / "img0.JPEG").convert("RGB"))).astype(int)
@@ -132,5 +132,5 @@ def test_builders_refuse_an_output_inside_their_input(tmp_path):
     with pytest.raises(UserError, match="overlaps the source folder"):
         B.build_corrupted_set(B.CorruptedSet(src, src / "C", ["contrast"], [1], profile="cifar"))
     with pytest.raises(UserError, match="overlaps the source folder"):
-        B.build_watermarked_set(src, src)
+        B.build_watermarked_set(B.WatermarkedSet(src, src))
     assert not (src / "C").exists()

@@ -355,5 +355,5 @@ def test_every_column_in_one_command(setup, tmp_path):
     assert "memo" in (tmp_path / "r.csv").read_text()
     again = entry.main(argv)
     assert again["results"] == rec["results"]  # seeded streams and augmentations
-    rec5 = entry.main([*argv, "--max-per-corruption", "5"])
-    assert all(e["n"] == 5 for e in rec5["results"].values())
+    one = entry.main([*argv, "--per-class", "1", "--subset-seed", "4"])  # one image per class, in every corruption
+    assert all(e["n"] == 3 for e in one["results"].values()) and one["subset"] == {"per_class": 1, "seed": 4}
