@@ -126,8 +126,18 @@ def safe_load_classifier(path: str | os.PathLike, allow_pickle: bool = False, ma
 
 
 def load_classifier_weights(model: nn.Module, ckpt_path: str | os.PathLike, allow_pickle: bool = False) -> dict:
-    """Load an mmcls v0 or mmpretrain 1.x checkpoint into ``model`` strictly; returns its meta."""
-    obj = safe_load_classifier(ckpt_path, allow_pickle=allow_pickle)
+    """Load an mmcls v0 or mmpretrain 1.x checkpoint into ``model`` strictly; returns its meta.
+
+    A training checkpoint of MMEngine (stock, or the SDA authors' MMPreTrain fork: its message hub and optimizer
+    state hold objects outside the allow-list) gives its weights without ``allow_pickle``: they are extracted
+    with every other pickled object left inert (``extract_weights``), and its meta is not read."""
+    from sda.utils.checkpoint import UnsafePickleError, extract_weights
+
+    try:
+        obj = safe_load_classifier(ckpt_path, allow_pickle=allow_pickle)
+    except UnsafePickleError:
+        obj = {"state_dict": extract_weights(ckpt_path, keys=("state_dict", "model"))}
+        print(f"{ckpt_path}: weights read without its other pickled objects (training state)", flush=True)
     sd = convert_v0_state_dict(extract_state_dict(obj, keys=("state_dict", "model")))
     load_state_dict_strict(model, sd, f"checkpoint {ckpt_path}")
     meta = obj.get("meta") if isinstance(obj, Mapping) else None

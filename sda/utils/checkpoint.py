@@ -30,6 +30,10 @@ from sda.utils.errors import UserError
 STATE_DICT_KEYS = ("ema", "state_dict", "model")
 
 
+class UnsafePickleError(UserError):
+    """A checkpoint holds pickled objects outside the allow-list (its weights may still be extracted safely)."""
+
+
 def _allow_list() -> list[Any]:
     allowed: list[Any] = [argparse.Namespace, collections.Counter, np.ndarray, np.dtype]
     # numpy moved its internals to numpy._core in 2.0; pickles name either path.
@@ -49,6 +53,56 @@ def _allow_list() -> list[Any]:
     return allowed
 
 
+class _Inert:
+    """What an object outside the allow-list becomes in :func:`extract_weights`: built from nothing, it runs no code
+    (calls, attribute sets and ``__setstate__`` land on this inert record)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
+        return _Inert()
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """Builds tensors and plain containers; every other global is an inert stub, so no pickled code runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name.startswith("_rebuild_") or module == "torch" and name.endswith("Storage"):
+            return getattr(__import__(module, fromlist=[name]), name)
+        if (module, name) in {("collections", "OrderedDict"), ("torch", "Size"), ("torch", "device")}:
+            return getattr(__import__(module, fromlist=[name]), name)
+        return _Inert
+
+
+class _WeightsPickle:
+    """The ``pickle_module`` torch.load uses for :func:`extract_weights`."""
+
+    Unpickler = _WeightsUnpickler
+    __name__ = "sda.weights_pickle"
+
+    @staticmethod
+    def load(file: Any, **kwargs: Any) -> Any:
+        return _WeightsUnpickler(file, **kwargs).load()
+
+
+def extract_weights(
+    path: str | os.PathLike, keys: tuple[str, ...] = STATE_DICT_KEYS, map_location: Any = "cpu"
+) -> dict:
+    """The weights of a checkpoint whose other pickled objects are outside the allow-list (an MMEngine training
+    checkpoint's message hub and optimizer state, written by stock mmengine or a fork of MMPreTrain): tensors and
+    containers are rebuilt, every other object becomes an inert stub, so nothing in the file runs. Returns the
+    state dict under ``keys`` (a :class:`UserError` when there is none)."""
+    try:
+        obj = torch.load(Path(path), map_location=map_location, weights_only=False, pickle_module=_WeightsPickle)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({e}); download it again") from e
+    return extract_state_dict(obj, keys)
+
+
 def safe_load(path: str | os.PathLike, *, allow_pickle: bool = False, map_location: Any = "cpu") -> Any:
     """Load a checkpoint safely; a legacy pickle needs ``allow_pickle=True``."""
     path = Path(path)
@@ -62,7 +116,7 @@ def safe_load(path: str | os.PathLike, *, allow_pickle: bool = False, map_locati
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         what = found.group(1) if found else "unsupported object"
-        raise UserError(
+        raise UnsafePickleError(
             f"checkpoint {path} holds pickled objects outside the safe allow-list ({what}); "
             "re-run with --allow-pickle if you trust this file"
         ) from e
