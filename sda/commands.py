@@ -13,7 +13,12 @@ from typing import Any
 def gen_sample(argv: list[str] | None = None) -> Any:
     from sda.gen import GenConfig, generate
 
-    return generate(GenConfig.from_argv(argv))
+    cfg = GenConfig.from_argv(argv)
+    if cfg.plan:
+        from sda.gen.plan import gen_plan
+
+        return gen_plan(cfg)
+    return generate(cfg)
 
 
 def gen_train(argv: list[str] | None = None) -> Any:
@@ -28,8 +33,14 @@ def align_project(argv: list[str] | None = None) -> Any:
     from sda.align import AlignConfig, align
     from sda.align.runner import use_align_backend
 
+    cfg = AlignConfig.from_argv(argv)
+    if cfg.plan:
+        from sda.align.plan import align_plan
+        from sda.utils.plan import processes_from_env
+
+        return align_plan(cfg, processes_from_env())
     use_align_backend()
-    return align(AlignConfig.from_argv(argv))
+    return align(cfg)
 
 
 def align_train(argv: list[str] | None = None) -> Any:
@@ -48,6 +59,11 @@ def finetune_train(argv: list[str] | None = None) -> Any:
     from sda.finetune.runner import finetune
 
     cfg = FinetuneConfig.from_argv(argv)
+    if cfg.plan:
+        from sda.finetune.plan import finetune_plan
+        from sda.utils.plan import processes_from_env
+
+        return finetune_plan(cfg, processes_from_env())
     os.environ.setdefault("LOCAL_RANK", str(build_parser().parse_known_args(argv)[0].local_rank))
     return finetune(cfg)
 
@@ -62,7 +78,12 @@ def finetune_bn_adapt(argv: list[str] | None = None) -> Any:
 def eval_evaluate(argv: list[str] | None = None) -> Any:
     from sda.eval import EvalConfig, evaluate
 
-    return evaluate(EvalConfig.from_argv(argv))
+    cfg = EvalConfig.from_argv(argv)
+    if cfg.plan:
+        from sda.eval.plan import eval_plan
+
+        return eval_plan(cfg)
+    return evaluate(cfg)
 
 
 def eval_build_c(argv: list[str] | None = None) -> Any:
@@ -83,6 +104,12 @@ def eval_build_w(argv: list[str] | None = None) -> Any:
     return counts
 
 
+def eval_report(argv: list[str] | None = None) -> Any:
+    from sda.eval.report import ReportConfig, report
+
+    return report(ReportConfig.from_argv(argv))
+
+
 COMMANDS: dict[str, Callable[[list[str] | None], Any]] = {
     "gen/sample.py": gen_sample,
     "gen/train.py": gen_train,
@@ -93,6 +120,7 @@ COMMANDS: dict[str, Callable[[list[str] | None], Any]] = {
     "eval/evaluate.py": eval_evaluate,
     "eval/build_c.py": eval_build_c,
     "eval/build_w.py": eval_build_w,
+    "eval/report.py": eval_report,
 }
 
 

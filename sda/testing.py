@@ -133,3 +133,40 @@ def stray_files(root: Path) -> list[str]:
     return sorted(
         p.relative_to(root).as_posix() for p in root.rglob(".*") if p.name.endswith(".tmp") or p.name == ".lock"
     )
+
+
+def tiny_classifier_config(path: Path, num_classes: int = 2, size: int = 24) -> Path:
+    """An MMPreTrain test config of a tiny ResNet (the official classifier code, 4 base channels) for images of
+    about ``size`` px, written to ``path`` (its stem names the model in eval's reports)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='ResNet', depth=18, base_channels=4, stem_channels=4, out_indices=(3, )),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes={num_classes}, in_channels=32))
+data_preprocessor = dict(num_classes={num_classes}, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                         to_rgb=True)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale={size}, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size={size - 4}),
+    dict(type='PackInputs'),
+]
+"""
+    )
+    return path
+
+
+def tiny_classifier(config: Path, out: Path, seed: int = 0) -> Path:
+    """Random weights for ``config``'s model with a sharp head (varied predictions), saved as MMPreTrain does."""
+    from mmengine.config import Config
+    from mmpretrain.models import build_classifier
+
+    torch.manual_seed(seed)
+    model = build_classifier(Config.fromfile(str(config)).model)
+    with torch.no_grad():
+        model.head.fc.weight.normal_(0, 3.0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, out)
+    return out

@@ -15,7 +15,7 @@ from sda.utils.options import add_options, option, option_values, to_argv
 from sda.utils.precision import amp_precision
 from sda.utils.subset import SubsetOptions
 
-DATATYPES = ("C", "W")
+DATATYPES = ("C", "W", "clean")  # clean: ImageNet val in the W layout (<root>/val/<wnid>/), the sanity check
 
 
 DIFFPURE = "diffpure"  # the single model on DiffPure's purification of the raw image (a third image)
@@ -99,6 +99,10 @@ class EvalConfig(SubsetOptions):
     )
     tta: TTAConfig = field(default_factory=TTAConfig)  # norm / tent / memo on the raw images
     seed: int = option(0, "adaptation stream order, MEMO's augmentations")
+    plan: bool = option(
+        False, "print what the run will score (images, classifier forwards) and check its inputs, then exit",
+        kind="switch",
+    )  # fmt: skip
     single: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +112,7 @@ class EvalConfig(SubsetOptions):
         if self.batch_size < 1 or self.num_workers < 0:
             raise UserError("--batch-size must be positive and --num-workers at least 0")
         if self.datatype not in DATATYPES:
-            raise UserError(f"--datatype must be C or W, got {self.datatype!r}")
+            raise UserError(f"--datatype must be C, W or clean, got {self.datatype!r}")
         if not Path(self.config).is_file():
             raise UserError(f"config {self.config} not found; use one of configs/eval/*.py")
         default = "first,second,sum,sda" if self.originckpt else "first,second,sum"

@@ -2,7 +2,8 @@
 
 Layouts (checked when read):
 - ImageNet-C style (``datatype="C"``): ``<root>/<corruption>/<severity>/<class>/<image>``;
-- ImageNet-W style (``datatype="W"``): ``<root>/val/<class>/<image>``.
+- ImageNet-W style (``datatype="W"``): ``<root>/val/<class>/<image>``; ``datatype="clean"``: ImageNet val itself
+  in that layout (the check of the source models against their published top-1).
 The label of an image is the index of its class folder in the sorted folder list of the raw set
 (1000 wnids for ImageNet). A raw image and its projection are paired by relative path (the
 reference paired them by list position).
@@ -100,6 +101,9 @@ def check_projected_subset(proj_dir: Path, subset: Subset) -> None:
         )
 
 
+SET_NAMES = {"W": "ImageNet-W", "clean": "ImageNet val"}  # the one-folder layouts (<root>/val/<class>/)
+
+
 @dataclass(frozen=True)
 class Roots:
     """The roots of one layout: raw target images, their DDA projections, their DiffPure purifications."""
@@ -126,10 +130,10 @@ def build_subsets(
         names = parse_corruptions(corruptions)
         severities = parse_severities(severities)
         specs = [(f"{c}/{s}", c, s, Path(c) / str(s)) for s in severities for c in names]
-    elif datatype == "W":
-        specs = [("val", "ImageNet-W", None, Path("val"))]
+    elif datatype in SET_NAMES:
+        specs = [("val", SET_NAMES[datatype], None, Path("val"))]
     else:
-        raise UserError(f"--datatype must be C or W, got {datatype!r}")
+        raise UserError(f"--datatype must be C, W or clean, got {datatype!r}")
     subsets = []
     for key, corr, sev, sub in specs:
         raw_dir = Path(roots.raw) / sub

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sda.eval.pairs import PairedImages, SubsetPairs
+from sda.eval.pairs import SET_NAMES, PairedImages, SubsetPairs
 from sda.eval.scoring import TOPK
 from sda.utils import stats
 
@@ -108,8 +108,9 @@ def markdown_tables(
     intervals = summary.get("intervals", {})
     lines: list[str] = []
     for metric, title in (("top1", "top-1"), ("top5", "top-5")):
-        if datatype == "W":
-            groups = [("ImageNet-W", "W", [(k, "ImageNet-W") for k in results], None)]
+        if datatype != "C":
+            name = SET_NAMES[datatype]
+            groups = [(name, "W", [(k, name) for k in results], None)]
         else:
             groups = []
             for sev, mean in summary["mean"].items():

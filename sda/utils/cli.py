@@ -15,6 +15,11 @@ from sda.utils.errors import UserError
 
 def run_main(main_fn: Callable[[], Any]) -> None:
     """Run ``main_fn``; turn a :class:`UserError` into ``error: ...`` and exit 2."""
+    import warnings
+
+    # the dependencies' import-time notices that say nothing about the run (mmengine, mmcv-lite)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Fail to import ``MultiScaleDeformableAttention``", category=UserWarning)
     try:
         main_fn()
     except UserError as e:

@@ -103,6 +103,8 @@ def add_options(
         default = defaults.get(field.name, field_default(field))
         kw: dict[str, Any] = {"help": flag.help or None}
         if flag.kind == "positional":
+            if flag.nargs:  # "*" / "?": optional positionals with the field's default
+                kw.update(nargs=flag.nargs, default=default)
             parser.add_argument(field.name, **kw)
             continue
         kw["dest"] = field.name
@@ -146,7 +148,7 @@ def to_argv(cfg: Any, skip: Iterable[str] = (), everything: bool = False) -> lis
             continue
         value = getattr(cfg, field.name)
         if flag.kind == "positional":
-            positional.append(format_value(value))
+            positional += list(map(str, value)) if flag.nargs in ("*", "+") else [format_value(value)]
             continue
         if value is None or value == () or (not everything and not flag.required and value == field_default(field)):
             continue  # None and () mean "not set" (an empty string is a value: e.g. all diffusion steps)
