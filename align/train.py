@@ -1,6 +1,6 @@
 """Train the unconditional ADM UNet that the align stage projects with (guided-diffusion's image_train).
 
-    python align/train.py --config configs/mini/glyphs32/adm_uncond.json --data_dir data/mini/glyphs32/train \\
+    python align/train.py --config sda/mini/configs/glyphs32/adm_uncond.json --data_dir data/mini/glyphs32/train \\
         --results_dir results/mini/glyphs32/train/adm_uncond --export assets/mini/glyphs32/adm_uncond.pt
 
 Model flags are guided-diffusion's (``--image_size 32 --num_channels 32 ...``); the exported file is

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -33,7 +32,7 @@ from sda.align import AlignConfig, ProjectionConfig
 from sda.align.lowpass import LowPass
 from sda.align.projection import prepare_model, project, project_reference_style
 from sda.diffusion import create_diffusion, randn_like_gen
-from sda.models.adm_flags import ADM_FLAGS, MODEL_FLAG_DEFAULTS, create_model, model_kwargs
+from sda.models.adm_flags import ADM_FLAGS, create_model, model_kwargs
 from sda.utils.options import add_options
 from sda.utils.seed import make_generator
 
@@ -41,9 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _mini_flags() -> dict:
-    """The default mini benchmark's projector (configs/mini/glyphs32/adm_uncond.json), model flags only."""
-    cfg = json.loads((REPO / "configs" / "mini" / "glyphs32" / "adm_uncond.json").read_text())
-    return model_kwargs({k: cfg[k] for k in MODEL_FLAG_DEFAULTS if k in cfg})
+    """The default mini benchmark's projector (sda/mini/configs/glyphs32/adm_uncond.json), model flags only."""
+    from sda.mini.benchmarks import get_benchmark
+
+    return model_kwargs(get_benchmark("glyphs32").adm_model_flags("uncond"))
 
 
 PRESETS = {
@@ -71,7 +71,7 @@ PRESETS = {
         use_scale_shift_norm=True,
     ),
     "adm256": {**model_kwargs(ADM_FLAGS["256_uncond"]), "use_fp16": False},
-    "mini": None,  # read from configs/mini/glyphs32/adm_uncond.json
+    "mini": None,  # read from sda/mini/configs/glyphs32/adm_uncond.json
 }
 # Per-preset defaults for --batch_size, --steps (N) and --timestep_respacing. The mini preset is the demo's
 # projection in full (50 respaced steps, N=25, batches of 10), so its images/s is the demo's rate.
@@ -159,6 +159,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    p.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="do not keep the fast rows' speed for align's cost plan (align/project.py --plan)",
+    )
     args = p.parse_args(argv)
     for k, v in PRESET_DEFAULTS[args.preset].items():
         if getattr(args, k) is None:
@@ -199,7 +205,7 @@ def build_runs(args: argparse.Namespace, device: torch.device) -> tuple[dict[str
         name = f"fast {prec}" + (" cl" if args.channels_last else "") + (" compiled" if args.compile else "")
         fast = prepare_model(m.to(device), prec, channels_last=args.channels_last, compile=args.compile)
         runs[name] = lambda m=fast: project(m, diffusion, ref, cfg, noise=noises[0], step_noise=noises[1:], lowpass=lpf)
-    meta = {"S": S, "B": B, "N": N, "params": sum(x.numel() for x in state.values())}
+    meta = {"S": S, "B": B, "N": N, "params": sum(x.numel() for x in base_model.parameters())}
     return runs, meta
 
 
@@ -255,6 +261,22 @@ def main(argv: list[str] | None = None) -> None:
     times, warm, outs = measure(runs, device, args.repeats)
     print(f"load average after:  {_loadavg()}")
     report(args, meta, times, warm, outs)
+    if args.record:
+        record_speed(args, meta, times, device)
+
+
+def record_speed(args: argparse.Namespace, meta: dict, times: dict, device: torch.device) -> None:
+    """Keep each fast row's seconds per image and guided step for ``align/project.py --plan``."""
+    from sda.utils import throughput
+
+    rows = {k: ts for k, ts in times.items() if k.startswith("fast")}
+    if args.compile or not rows:
+        return  # the plan estimates align's default (uncompiled) path
+    for k, ts in rows.items():
+        kind = throughput.StepKind(throughput.device_name(device), meta["S"], meta["params"], k.split()[1], grad=True)
+        per_step = statistics.median(ts) / (meta["B"] * meta["N"])
+        throughput.record(kind, per_step, meta["B"], note=f"bench_align --preset {args.preset}")
+    print(f"speed recorded for align/project.py --plan in {throughput.path()}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train a class-conditional generator on a class-folder image set (DiT's train.py, one process).
 
-    python gen/train.py --model ADM --config configs/mini/glyphs32/adm_cond.json \\
+    python gen/train.py --model ADM --config sda/mini/configs/glyphs32/adm_cond.json \\
         --data_dir data/mini/glyphs32/train --results_dir results/mini/glyphs32/train/adm_cond \\
         --export assets/mini/glyphs32/adm_cond.pt
     python gen/train.py --model DiT-S/4 --image_size 32 --data_dir data/mini/glyphs32/train --results_dir results/dit

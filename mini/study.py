@@ -3,7 +3,7 @@ generator, each chosen on the validation split; then the gates (a)-(g) of the ch
 
     python mini/study.py                   # glyphs32 -> results/mini/glyphs32/study/{study.json, study.md}
     python mini/study.py --quick           # tiny counts (CI)
-    python mini/study.py --test            # the powered test of the committed setting (configs/mini/<b>/powered.json)
+    python mini/study.py --test            # the powered test (sda/mini/configs/<b>/powered.json)
 
 Rerunning resumes: every row, set and cached score is kept.
 """

@@ -169,6 +169,12 @@ class AlignConfig(SubsetOptions):
         "channels_last weights and activations (faster on CUDA and on CPU)",
         names=("--channels-last", "--channels_last"),
     )
+    plan: bool = option(
+        False,
+        "print the work (images, steps, model forwards) and its time from benchmarks/bench_align.py's measured "
+        "speed on this machine ($NGPU processes), then exit without projecting",
+        kind="switch",
+    )
     prenoise: bool | None = option(
         None,
         "draw every step's noise before the loop (same values; a static loop for CUDA graphs); default: on CUDA",

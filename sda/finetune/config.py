@@ -62,6 +62,10 @@ class FinetuneConfig:
         names=("--allow-pickle",),
     )
 
+    plan: bool = option(
+        False, "print the work (images, epochs, iterations) and check the inputs, then exit", kind="switch"
+    )
+
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
             raise UserError(f"--launcher {self.launcher!r}: use one of {', '.join(LAUNCHERS)}")

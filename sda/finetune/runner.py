@@ -90,9 +90,9 @@ def apply_run(cfg: Any, run: FinetuneConfig, config_path: Path) -> Any:
     return cfg
 
 
-def check_config(cfg: Any) -> None:
+def check_config(cfg: Any, data: bool = True) -> None:
     """The one check of a resolved run, before any work: one line on AMP without a GPU, a missing checkpoint,
-    a bad batch size or epoch count, or a class-folder set that does not fit the head."""
+    a bad batch size or epoch count, or (``data``) a class-folder set that does not fit the head."""
     if cfg.optim_wrapper.get("type") == "AmpOptimWrapper" and not torch.cuda.is_available():
         raise UserError("--amp needs a CUDA GPU; drop --amp to train on the CPU")
     if cfg.get("load_from") and "://" not in str(cfg.load_from) and not Path(cfg.load_from).is_file():
@@ -111,7 +111,7 @@ def check_config(cfg: Any) -> None:
         raise UserError(f"train_cfg.max_epochs={epochs!r}: use a positive integer")
     ds = cfg.train_dataloader.dataset
     root = _dataset_root(ds)
-    if root is not None and ds.get("type") in ("CustomDataset", "ImageNet"):
+    if data and root is not None and ds.get("type") in ("CustomDataset", "ImageNet"):
         check_class_folders(root, head_num_classes(cfg))
 
 
@@ -138,19 +138,25 @@ def save_final(runner: Any, cfg: Any, path: Path) -> None:
     runner.logger.info(f"final weights: {path} (config {path.with_suffix('.py')})")
 
 
+def resolved_config(run: FinetuneConfig) -> tuple[Any, Path]:
+    """The mmengine config with the run's settings applied, and the final checkpoint's path."""
+    from mmengine.config import Config
+
+    config_path = resolve_config_path(run.config)
+    cfg = apply_run(Config.fromfile(str(config_path)), run, config_path)
+    return cfg, Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
+
+
 def finetune(run: FinetuneConfig) -> Path:
     """Train; returns the final checkpoint's path (written by rank 0)."""
-    from mmengine.config import Config
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from sda.finetune.checkpoints import install_safe_checkpoint_loading, safe_checkpoint_hook
     from sda.utils.dist import barrier, init_distributed, is_main
 
-    config_path = resolve_config_path(run.config)
-    cfg = apply_run(Config.fromfile(str(config_path)), run, config_path)
+    cfg, final = resolved_config(run)
     check_config(cfg)
-    final = Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
     check_writable_file(final, "--final-ckpt")
     check_writable_dir(cfg.work_dir, "--work-dir")
     if run.launcher == "pytorch":  # our init: gloo on CPU (mmengine's assumes CUDA)

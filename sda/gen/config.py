@@ -118,6 +118,10 @@ class GenConfig:
     )
     device: str | None = option(None, "default: CUDA when available", choices=("cpu", "cuda"))
     grid_size: int = option(8, "classes x images in the sample grid (0: no grid)", names=("--grid-size",))
+    plan: bool = option(
+        False, "print the work (images, model forwards) and the output folder, check the inputs, then exit",
+        kind="switch",
+    )  # fmt: skip
     adm: dict[str, Any] | None = None
     class_list: list[int] = field(init=False, repr=False, compare=False)
 
@@ -187,9 +191,10 @@ class GenConfig:
         return None if self.no_vae else str(self.vae_path or vae_dir(self.vae))
 
     def folder_name(self) -> str:
-        """The reference's folder name (model, checkpoint, size, vae, cfg, seed), plus non-default settings."""
+        """The reference's folder name (model, checkpoint, size, vae, cfg, seed), plus non-default settings. The
+        checkpoint part names the file used, the default one included (SDA's gen.sh names it with --ckpt)."""
         model = self.model.replace("/", "-")
-        ckpt = Path(self.ckpt).name.replace(".pt", "") if self.ckpt else "pretrained"
+        ckpt = Path(self.checkpoint).name.replace(".pt", "")
         vae = "none" if self.no_vae else self.vae
         name = f"{model}-{ckpt}-size-{self.image_size}-vae-{vae}-cfg-{self.cfg_scale}-seed-{self.global_seed}"
         if self.num_sampling_steps != DEFAULT_STEPS:

@@ -1,5 +1,5 @@
 """The powered test of SDA on a mini benchmark: the setting the validation study chose, committed with its
-decision rule before the run (``configs/mini/<benchmark>/powered.json``), on the target-test split.
+decision rule before the run (``sda/mini/configs/<benchmark>/powered.json``), on the target-test split.
 
     python mini/study.py --test               # -> results/mini/<benchmark>/powered/{powered.json, powered.md, .png}
 
@@ -52,7 +52,7 @@ DIFFERENCES = (("sda", "dda"), ("sda", "bn_adapt"), ("sda", "sda_nomod"), ("dda"
 
 @dataclass(frozen=True)
 class PoweredPlan:
-    """The committed setting of the powered test (``configs/mini/<benchmark>/powered.json``)."""
+    """The committed setting of the powered test (``sda/mini/configs/<benchmark>/powered.json``)."""
 
     recipe: Recipe
     train: TrainSet  # its seed is replaced by each test seed

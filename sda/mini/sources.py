@@ -4,10 +4,10 @@ Everything is trained on the clean ``train`` split only, with the project's own 
 benchmark's name; paths relative to the repository):
 
 1. ``data``: ``data/mini/<b>/{train,val,test}`` and ``split.json`` (``sda.mini.digits`` / ``sda.mini.glyphs``);
-2. ``projector``, ``generator``: ``align/train.py --config configs/mini/<b>/adm_uncond.json`` ->
-   ``adm_uncond.pt`` and ``gen/train.py --model ADM --config configs/mini/<b>/adm_cond.json`` -> ``adm_cond.pt``,
+2. ``projector``, ``generator``: ``align/train.py --config sda/mini/configs/<b>/adm_uncond.json`` ->
+   ``adm_uncond.pt`` and ``gen/train.py --model ADM --config sda/mini/configs/<b>/adm_cond.json`` -> ``adm_cond.pt``,
    side by side (one thread each) when both are asked for; EMA weights as plain state dicts;
-3. ``classifier``: ``finetune/train.py configs/mini/<b>/classifier_scratch.py`` -> ``classifier.pth``;
+3. ``classifier``: ``finetune/train.py sda/mini/configs/<b>/classifier_scratch.py`` -> ``classifier.pth``;
 4. ``lowpass``: the same recipe on the train split passed through DDA's low-pass filter (factor D of the
    benchmark's settings) -> ``classifier_lowpass.pth`` (gate e);
 5. ``oracle``: a stratified train subset projected with the benchmark's DDA settings, then the source

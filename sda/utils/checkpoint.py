@@ -181,11 +181,16 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _hash_cache_path() -> Path:
+def cache_dir() -> Path:
+    """This project's per-user cache: ``$SDA_CACHE_DIR``, default ``$XDG_CACHE_HOME/sda-tta`` (~/.cache/sda-tta)."""
     base = os.environ.get("SDA_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sda-tta"
     )
-    return Path(base) / "sha256.json"
+    return Path(base)
+
+
+def _hash_cache_path() -> Path:
+    return cache_dir() / "sha256.json"
 
 
 def cached_sha256(path: str | os.PathLike) -> str:

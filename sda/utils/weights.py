@@ -44,11 +44,16 @@ def classifier_file(model: str) -> str:
     return f"{PRETRAINED_DIR}/{CLASSIFIERS[model].rsplit('/', 1)[-1]}"
 
 
+HUB = "hub"  # check against the hash the Hugging Face Hub publishes for the file (its ETag headers)
+
+
 def downloads() -> list[tuple[str, str, str]]:
-    """(url, destination below PRETRAINED_DIR, sha256 prefix or "") of every file download_ckpt.sh fetches."""
+    """(url, destination below PRETRAINED_DIR, check) of every file download_ckpt.sh fetches. ``check``: a SHA-256
+    prefix (the OpenMMLab file names end in one), ``hub`` (the Hub's published hash), or "" where no hash is
+    published (DiT's and guided-diffusion's files): those are recorded on first download and checked after."""
     out = [(DIT_URL + dit_file(256), dit_file(256), "")]
     out += [
-        (f"https://huggingface.co/{VAE_REPOS['ema']}/resolve/main/{f}", f"sd-vae-ft-ema/{f}", "") for f in VAE_FILES
+        (f"https://huggingface.co/{VAE_REPOS['ema']}/resolve/main/{f}", f"sd-vae-ft-ema/{f}", HUB) for f in VAE_FILES
     ]
     out.append((ADM_URL + ADM_UNCOND_256, ADM_UNCOND_256, ""))
     for path in CLASSIFIERS.values():

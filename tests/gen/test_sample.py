@@ -94,6 +94,7 @@ def test_folder_name_records_the_settings(ckpt, tmp_path):
     assert args.output_root() == tmp_path / "DiT-d2w64h2-4-tiny-dit-size-16-vae-none-cfg-1.5-seed-0-steps-4"
     full = GenConfig.from_argv(["--ckpt", "pretrained_ckpt/DiT-XL-2-256x256.pt", "--cfg-scale", "1.0"])
     assert full.folder_name() == "DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed-0"
+    assert GenConfig.from_argv([]).folder_name() == full.folder_name()  # the default checkpoint is that file
 
 
 def test_same_bytes_for_any_batch_size(ckpt, tmp_path):
