@@ -44,11 +44,52 @@ launcher() {  # the command prefix that runs a Python entry point on $NGPU proce
   fi
 }
 
-run() {  # run a command, or with DRY_RUN=1 print it (one line, shell-quoted) and run nothing
-  if [ -n "${DRY_RUN:-}" ]; then
+dry() {  # DRY_RUN set to anything but "" or 0: print the commands, run nothing
+  [ -n "${DRY_RUN:-}" ] && [ "${DRY_RUN}" != 0 ]
+}
+
+plans() {  # with DRY_RUN (but not DRY_RUN=commands): also each stage's plan and the check of its inputs
+  dry && [ "${DRY_RUN}" != commands ]
+}
+
+run() {  # run a command, or with DRY_RUN print it (one line, shell-quoted) and run nothing
+  if dry; then
     printf '%q ' "$@"
     echo
   else
     "$@"
   fi
+}
+
+stage() {  # stage SCRIPT ARGS...: a stage's entry point on $NGPU processes; with DRY_RUN the command, then its
+  # plan (SCRIPT --plan: the work, a time estimate where measured, and a check of its inputs)
+  if dry; then
+    run $(launcher) "$@"
+    if plans; then NGPU=$NGPU "$PY" "$@" --plan; fi
+  else
+    $(launcher) "$@"
+  fi
+}
+
+planned() {  # true when an earlier stage of this run will make PATH (a "path=images" line of $SDA_PLANNED)
+  local want line
+  want=$(realpath -m "$1")
+  while IFS= read -r line; do
+    [ -n "$line" ] && [ "$(realpath -m "${line%=*}")" = "$want" ] && return 0
+  done <<< "${SDA_PLANNED:-}"
+  return 1
+}
+
+need_input() {  # need_input PATH FIX: PATH exists, or (with DRY_RUN) an earlier stage of this run makes it
+  if [ -e "$1" ] || { dry && ! plans; }; then return 0; fi
+  if dry && planned "$1"; then echo "# $1: made by an earlier stage of this run"; return 0; fi
+  die "$1 not found; $2"
+}
+
+check_subset() {  # PER_CLASS / SUBSET_SEED: the one target subset of every stage (empty PER_CLASS: every image)
+  [ -z "${PER_CLASS:-}" ] || [[ "$PER_CLASS" =~ ^[1-9][0-9]*$ ]] \
+    || die "PER_CLASS=$PER_CLASS is not a positive number of images per class"
+  [[ "${SUBSET_SEED:-0}" =~ ^[0-9]+$ ]] || die "SUBSET_SEED=$SUBSET_SEED is not a non-negative integer"
+  SUBSET=()
+  [ -z "${PER_CLASS:-}" ] || SUBSET=(--per-class "$PER_CLASS" --subset-seed "${SUBSET_SEED:-0}")
 }

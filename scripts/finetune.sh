@@ -5,12 +5,14 @@
 #   NGPU=8 bash scripts/finetune.sh ResNet50
 #   bash scripts/finetune.sh SwinT 4 --auto-scale-lr --cfg-options train_cfg.max_epochs=15
 #   NGPU=8 bash scripts/finetune.sh ResNet50 --resume
+#   DRY_RUN=1 bash scripts/finetune.sh ResNet50       # the command and its plan (images, epochs); runs nothing
 #
 # Model: ResNet50, SwinT, SwinB, ConvNeXtT, ConvNeXtB (configs/finetune/<Model>.py), TinyResNet (a tiny
 # 32 px recipe), or a config file. The GPU count is NGPU (default: all visible GPUs, else 1 CPU process),
 # or a number right after the model as in the reference. More than one launches torchrun (PORT sets its
-# port). Writes work_dirs/<Model>/ (logs, checkpoints) and finetuned_ckpt/<Model>.pth + .py.
-# DRY_RUN=1 prints the commands instead of running them. Environment (defaults): NGPU, DATA (data: trains on $DATA/DiT-Syn), PY (.venv/bin/python).
+# port). Writes work_dirs/<Model>/ (logs, checkpoints) and $FT_DIR/<Model>.pth + .py.
+# Environment (defaults): NGPU, DATA (data: trains on $DATA/DiT-Syn), FT_DIR (finetuned_ckpt), PY
+# (.venv/bin/python), DRY_RUN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_lib.sh
@@ -33,9 +35,14 @@ fi
 need_python
 resolve_ngpu
 DATA=${DATA:-data}
+NAME=$(basename "$CONFIG" .py)
+need_input "$DATA/DiT-Syn" "make it with scripts/align.sh D (or set DATA)"
+ARGS=("$CONFIG" --data-root "$DATA/DiT-Syn" --final-ckpt "${FT_DIR:-finetuned_ckpt}/$NAME.pth")
 if [ "$NGPU" -gt 1 ]; then
-  run "$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --master_port="${PORT:-29500}" \
-    finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" --launcher pytorch "$@"
+  LAUNCH=("$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --master_port="${PORT:-29500}")
+  ARGS+=(--launcher pytorch)
 else
-  run "$PY" finetune/train.py "$CONFIG" --data-root "$DATA/DiT-Syn" "$@"
+  LAUNCH=("$PY")
 fi
+run "${LAUNCH[@]}" finetune/train.py "${ARGS[@]}" "$@"
+if plans; then NGPU=$NGPU "$PY" finetune/train.py "${ARGS[@]}" "$@" --plan; fi

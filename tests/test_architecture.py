@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +85,17 @@ def test_every_path_and_symbol_named_in_the_architecture_page_exists() -> None:
             break
         else:
             raise AssertionError(dotted)
+
+
+def test_no_tracked_file_cites_a_document_outside_the_repository() -> None:
+    """Facts a file needs are stated where used: nothing points at notes that are not in the repository."""
+    names = ("PAP" + "ER.md", "../" + "shared")  # split so that this file does not match itself
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    offenders = []
+    for rel in tracked.stdout.split("\0"):
+        path = ROOT / rel
+        if not rel or not path.is_file() or path.suffix in (".png", ".pt", ".pth", ".npz", ".gz", ".ttf"):
+            continue
+        text = path.read_text(errors="ignore")
+        offenders += [f"{rel}: {n}" for n in names if n in text]
+    assert not offenders, offenders

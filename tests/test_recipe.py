@@ -65,8 +65,11 @@ def test_the_four_scripts_in_sequence(tmp_path: Path) -> None:
     }
     torch.save(tiny_unet(**ADM).state_dict(), ckpt["adm"])
     _resnet50_checkpoint(repo / classifier_file("ResNet50"))
-    make_layout(data / "ImageNet-C", "C", corruptions=("fog", "snow"), classes=("n01", "n02"), size=(40, 36))
-    make_layout(data / "ImageNet-W", "W", classes=("n01", "n02"), size=(40, 36))
+    # 3 target images per class; PER_CLASS=2 keeps a seeded 2 of them through align and eval
+    make_layout(data / "ImageNet-C", "C", corruptions=("fog", "snow"), per_class=3, size=(40, 36))
+    make_layout(data / "ImageNet-W", "W", per_class=3, size=(40, 36))
+    make_layout(data / "ImageNet", "W", per_class=3, size=(40, 36))  # clean val: <root>/val/<wnid>/
+    subset = {"PER_CLASS": "2", "SUBSET_SEED": "7"}
     two = ["--cfg-options", "model.head.num_classes=2"]
 
     # Stage 1: bash scripts/gen.sh (tiny latent DiT + VAE, 2 classes x 4 images)
@@ -93,9 +96,20 @@ def test_the_four_scripts_in_sequence(tmp_path: Path) -> None:
 
     # Stage 2: bash scripts/align.sh (D, C, W), the tiny UNet's flags after the 256 px ones
     tiny = [*adm_cli_flags(ADM), "--use_fp16", "False", "--timestep_respacing", "4", "--N", "2", "--batch_size", "2"]
-    sh(repo, "align.sh", *tiny, CKPT=str(ckpt["adm"]), GEN_DIR=str(gen_dirs[0]), CORRUPTION="fog,snow")
-    for folder in ("DiT-Syn/0000", "ImageNet-C-Syn/fog/5/n01", "ImageNet-C-Syn/snow/5/n02", "ImageNet-W-Syn/val/n01"):
-        assert len(list((data / folder).iterdir())) >= 2, folder
+    sh(repo, "align.sh", "all", *tiny, CKPT=str(ckpt["adm"]), CORRUPTION="fog,snow", **subset)
+    assert len(list((data / "DiT-Syn/0000").glob("*.png"))) == 4  # the synthetic set is never subsampled
+    projected = {
+        f: sorted(p.name for p in (data / f).iterdir())
+        for f in (
+            "ImageNet-C-Syn/fog/5/n01",
+            "ImageNet-C-Syn/snow/5/n01",
+            "ImageNet-C-Syn/fog/5/n02",
+            "ImageNet-W-Syn/val/n01",
+        )
+    }
+    assert all(len(names) == 2 for names in projected.values()), projected
+    # the same images of a class in every corruption (the subset is drawn per class, not per folder)
+    assert projected["ImageNet-C-Syn/fog/5/n01"] == projected["ImageNet-C-Syn/snow/5/n01"]
 
     # Stage 3: bash scripts/finetune.sh ResNet50 (one short epoch on the aligned synthetic set)
     sh(
@@ -123,8 +137,17 @@ def test_the_four_scripts_in_sequence(tmp_path: Path) -> None:
         "--batch-size",
         "4",
         CORRUPTION="fog,snow",
+        SETS="C,W,clean",
+        ORIGIN=str(repo / classifier_file("ResNet50")),
+        **subset,
     )
-    c = json.loads((repo / "results" / "eval" / "ResNet50_C.json").read_text())
-    w = json.loads((repo / "results" / "eval" / "ResNet50_W.json").read_text())
+    out = repo / "results" / "eval"
+    c = json.loads((out / "ResNet50_C.json").read_text())
+    w = json.loads((out / "ResNet50_W.json").read_text())
+    clean = json.loads((out / "ResNet50_clean.json").read_text())
     assert set(c["results"]) == {"fog/5", "snow/5"} and c["modes"] == ["first", "second", "sum", "sda"]
-    assert w["images"] == 4 and all((repo / "results" / "eval" / f"ResNet50_{s}.md").is_file() for s in "CW")
+    # eval scored exactly the images align projected: 2 per class, no missing projection
+    assert c["images"] == 8 and w["images"] == 4 and clean["images"] == 4
+    assert all((out / f"ResNet50_{s}.md").is_file() for s in ("C", "W", "clean"))
+    table = (out / "table1.md").read_text()
+    assert "ResNet-50" in table and "32.5" in table  # the reproduced row beside the published SDA number

@@ -1,5 +1,5 @@
 """The scripts and entry points: --help answers and changes nothing, bad arguments exit 2 with a reason, the
-stage scripts agree on their defaults, the GPU count needs no nvidia-smi, and every command the README
+GPU count needs no nvidia-smi, and every command the README
 documents is accepted by the script or entry point it names (scripts run with DRY_RUN=1, entry points'
 flags parsed by their own parsers)."""
 
@@ -76,30 +76,11 @@ def test_ngpu_is_validated_and_found_without_nvidia_smi(tmp_path: Path) -> None:
 
 
 def dry(script: str, *args: str, env: dict | None = None) -> list[list[str]]:
-    """The commands a stage script would run (DRY_RUN=1), each split into arguments."""
-    r = bash(f"scripts/{script}", *args, env={"DRY_RUN": "1", **(env or {})})
+    """The commands a stage script would run (DRY_RUN=commands: no plans, no input checks; those are tested in
+    tests/test_routes.py), each split into arguments; table1.sh's "== stage" headings are dropped."""
+    r = bash(f"scripts/{script}", *args, env={**(env or {}), "DRY_RUN": "commands"})
     assert r.returncode == 0, r.stderr
-    return [shlex.split(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def flag(cmd: list[str], name: str) -> str:
-    return cmd[len(cmd) - 1 - cmd[::-1].index(name) + 1]  # the last occurrence wins, as in argparse
-
-
-def test_the_four_scripts_agree_on_their_defaults() -> None:
-    gen = dry("gen.sh")
-    align = dry("align.sh")
-    evals = dry("eval.sh")
-    assert len(gen) == 1 and len(align) == 3 and len(evals) == 10  # 5 models x (C, W)
-    gen_dir = Path(flag(gen[0], "--sample-dir")) / "DiT-XL-2-DiT-XL-2-256x256-size-256-vae-ema-cfg-1.0-seed-0"
-    assert Path(flag(align[0], "--base_samples")) == gen_dir  # align reads what gen writes
-    c_align = next(c for c in align if flag(c, "--datatype") == "C")
-    for c_eval in (c for c in evals if flag(c, "--datatype") == "C"):
-        assert flag(c_eval, "--corruption") == flag(c_align, "--corruption") == "all"
-        assert flag(c_eval, "--severity") == flag(c_align, "--severity") == "5"
-        assert Path(flag(c_eval, "--data_prefix2")) == Path(flag(c_align, "--save_dir")) / "ImageNet-C-Syn"
-    finetune = dry("finetune.sh", "ResNet50")
-    assert Path(flag(finetune[0], "--data-root")) == Path(flag(align[0], "--save_dir")) / "DiT-Syn"
+    return [shlex.split(line) for line in r.stdout.splitlines() if line.strip() and not line.startswith("== ")]
 
 
 # ----------------------------------------------------------------------------- the README's commands
@@ -117,6 +98,7 @@ def accept(entry: str, args: list[str]) -> None:
     from sda.align import AlignConfig
     from sda.eval import EvalConfig
     from sda.eval.builders import CorruptedSet, WatermarkedSet
+    from sda.eval.report import ReportConfig
     from sda.finetune.config import BNAdaptConfig, FinetuneConfig
     from sda.gen import GenConfig
 
@@ -129,6 +111,7 @@ def accept(entry: str, args: list[str]) -> None:
         "eval/build_w.py": WatermarkedSet.from_argv,
         "finetune/train.py": FinetuneConfig.from_argv,
         "finetune/bn_adapt.py": BNAdaptConfig.from_argv,
+        "eval/report.py": ReportConfig.from_argv,
     }
     if entry in configs:
         configs[entry](args)
@@ -149,8 +132,9 @@ def test_entry_point_help_and_unknown_flags(entry: str) -> None:
 
 
 def readme_commands() -> list[str]:
-    """Every command line in the README's bash blocks (continuations joined, comments and placeholders dropped)."""
-    text = (ROOT / "README.md").read_text()
+    """Every command line in the bash blocks of the README and of docs/mini/README.md (continuations joined, comments
+    and placeholders dropped)."""
+    text = "\n".join((ROOT / f).read_text() for f in ("README.md", "docs/mini/README.md"))
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():

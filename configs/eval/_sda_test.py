@@ -1,5 +1,5 @@
 # SDA Stage 4's test transform and normalization, shared by the five eval configs.
-# PAPER.md Stage 4: short side 256 (PIL bicubic), center crop 224, normalize (RGB).
+# As the SDA repository's test configs: short side 256 (PIL bicubic), center crop 224, normalize (RGB).
 data_preprocessor = dict(
     num_classes=1000,
     mean=[123.675, 116.28, 103.53],

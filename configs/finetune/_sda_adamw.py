@@ -1,4 +1,4 @@
-# SDA Stage 3's recipe for Swin-T/B and ConvNeXt-T/B (PAPER.md, Stage 3): mmpretrain's ImageNet
+# SDA Stage 3's recipe for Swin-T/B and ConvNeXt-T/B (the SDA repository's configs): mmpretrain's ImageNet
 # AdamW recipe with what SDA changes. The model configs add the architecture and load_from.
 _base_ = [
     # bicubic RandomResizedCrop 224, flip, RandAugment (2 policies, magnitude 9, std 0.5),

@@ -1,4 +1,4 @@
-"""The fine-tuning configs: they parse, build, and hold PAPER.md's Stage 3 recipes exactly."""
+"""The fine-tuning configs: they parse, build, and hold the SDA repository's Stage 3 recipes exactly."""
 
 from __future__ import annotations
 
