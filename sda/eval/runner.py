@@ -49,6 +49,7 @@ def load_models(cfg: EvalConfig, mm_cfg: Any, device: torch.device) -> tuple[Eva
     def get(path: str) -> nn.Module:
         if path not in loaded:
             loaded[path] = build_classifier_from_config(mm_cfg, path, device=device, allow_pickle=cfg.allow_pickle)
+            loaded[path].sda_source = f"checkpoint {path}"  # what scoring names when its outputs are not finite
         return loaded[path]
 
     others = [m for m in cfg.modes if m != "sda"]
@@ -140,7 +141,7 @@ def tta_notes(cfg: EvalConfig, source: nn.Module) -> dict[str, str]:
     if "tent" in cfg.tta.methods:
         notes["tent"] = (
             f"online over each corruption/severity in a seeded order (seed {cfg.seed}), batches of "
-            f"{cfg.tta.batch_size}, reset between them"
+            f"{cfg.tta.tta_batch_size}, reset between them"
         )
     return notes
 

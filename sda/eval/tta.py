@@ -47,7 +47,7 @@ class TTAConfig:
     methods: tuple[str, ...] | str = option(
         (), "adaptation baselines on the raw images: a comma list of norm,tent,memo", names=("--tta",)
     )
-    batch_size: int = option(64, "test-time BN and TENT batch (TENT's ImageNet batch)", names=("--tta-batch-size",))
+    tta_batch_size: int = option(64, "test-time BN and TENT batch (TENT's ImageNet batch)", names=("--tta-batch-size",))
     tent_lr: float = option(
         0.00025, "TENT: SGD lr 0.00025, momentum 0.9 for batch 64 (ImageNet-C)", names=("--tent-lr",)
     )
@@ -72,7 +72,7 @@ class TTAConfig:
             if n not in METHODS:
                 raise UserError(f"--tta {n!r}: use a comma list of {', '.join(METHODS)}")
         object.__setattr__(self, "methods", names)
-        if self.batch_size < 1 or self.memo_views < 1 or self.memo_steps < 1 or self.memo_prior < 0:
+        if self.tta_batch_size < 1 or self.memo_views < 1 or self.memo_steps < 1 or self.memo_prior < 0:
             raise UserError("--tta-batch-size, --memo-views and --memo-steps must be positive, --memo-prior >= 0")
 
 
@@ -295,7 +295,7 @@ def adapt_subset(
     else:
         model, opt = source, None
     logits_of: dict[int, Tensor] = {}
-    for batch in stream_batches(n, cfg.batch_size, seed, name):
+    for batch in stream_batches(n, cfg.tta_batch_size, seed, name):
         images = load(batch)  # (B, 3, H, W) uint8
         if method == "memo":
             seeds = [image_seed(seed, "memo", name, i) for i in batch]

@@ -87,10 +87,10 @@ def align_config(
 
 
 def diffpure_config(cfg: AlignConfig, s: Settings) -> AlignConfig:
-    """DiffPure's purification with the same projector: unguided, noised to ``diffpure_N`` of
-    ``diffpure_respacing`` respaced steps (DiffPure's ImageNet t* = 150 of 1,000)."""
-    projection = replace(cfg.projection, N=s.diffpure_N, guidance="none")
-    return replace(cfg, projection=projection, timestep_respacing=str(s.diffpure_respacing))
+    """DiffPure's purification with the same projector, as DDA's author ran it on ImageNet-C: the reverse VP-SDE
+    from t* = ``diffpure_N`` of the 1000-step schedule, Euler-Maruyama steps of ``diffpure_dt``, no guidance."""
+    projection = replace(cfg.projection, N=s.diffpure_N, guidance="sde", sde_dt=s.diffpure_dt)
+    return replace(cfg, projection=projection)
 
 
 def finetune_config(

@@ -199,7 +199,7 @@ def eval_config(r: Seed, name: str) -> EvalConfig:
     if name != "test":
         return base
     modes = ",".join([*TABLE_MODES, *CONTROL_MODES, "diffpure"])
-    tta = TTAConfig(methods=tuple(m for m in s.tta if m != "memo"))
+    tta = TTAConfig(methods=tuple(m for m in s.tta if m != "memo"), tta_batch_size=s.tta_batch)
     return replace(base, modes=modes, data_prefix_diffpure=str(out / "diffpure" / C_SYN), tta=tta)
 
 

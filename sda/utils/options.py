@@ -107,6 +107,8 @@ def add_options(
                 kw.update(nargs=flag.nargs, default=default)
             parser.add_argument(field.name, **kw)
             continue
+        if any(a.dest == field.name for a in parser._actions):  # two configs on one parser must not share a name
+            raise ValueError(f"{cls.__name__}.{field.name}: the parser already has an option stored as {field.name!r}")
         kw["dest"] = field.name
         if flag.kind == "switch":
             kw.update(action="store_true", default=bool(default))

@@ -101,7 +101,7 @@ def test_prior_batchnorm_mixes_source_and_batch_statistics():
 
 
 def test_norm_and_tent_streams_reproduce_hand_computation():
-    cfg = TTAConfig(batch_size=2, tent_lr=0.1, tent_momentum=0.9)
+    cfg = TTAConfig(tta_batch_size=2, tent_lr=0.1, tent_momentum=0.9)
     source, p = Toy(), np_params(Toy())
     key = (3, "fog/5")
     order = list(tta.stream_batches(4, 2, *key))
@@ -124,7 +124,7 @@ def test_norm_and_tent_streams_reproduce_hand_computation():
 def test_tent_streams_several_batches_and_resets_between_subsets():
     """TENT is an online stream: with several batches per subset the later ones are predicted by the updated model;
     each corruption/severity starts again from the source (nothing carries over from another subset)."""
-    cfg = TTAConfig(batch_size=2, tent_lr=0.5, tent_momentum=0.9)
+    cfg = TTAConfig(tta_batch_size=2, tent_lr=0.5, tent_momentum=0.9)
     source = Toy()
     order = list(tta.stream_batches(4, 2, 3, "snow/5"))
     assert len(order) == 2  # a stream of two batches

@@ -117,8 +117,10 @@ def test_eval_runs_cover_every_column(tmp_path):
     assert Path(eval_config(r, "test_nomod").checkpoint) == r.out / "finetuned_nomod.pth"
     assert eval_config(r, "val").severities == (r.s.severities[0],)
     dp = dict(align_jobs(r))["diffpure_test"]
-    assert dp.projection.guidance == "none" and dp.projection.N == r.s.diffpure_N
-    assert dp.timestep_respacing == str(r.s.diffpure_respacing)
+    assert dp.projection.guidance == "sde" and dp.projection.N == r.s.diffpure_N == 150  # DDA's DiffPure protocol
+    assert dp.projection.sde_dt == r.s.diffpure_dt and dp.projection.steps == round(0.15 / r.s.diffpure_dt)
+    test = eval_config(r, "test")  # TENT as a stream: several batches per corruption, so its updates reach predictions
+    assert test.tta.tta_batch_size == r.s.tta_batch and r.s.test_per_class * 10 > r.s.tta_batch
     argv = eval_config(r, "test").to_argv()  # the subprocess gets these flags: they make the same config back
     from sda.eval.config import EvalConfig
 

@@ -12,6 +12,8 @@ import pytest
 
 from sda.utils.options import add_options, field_default, flag_fields, option, option_values, to_argv
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @dataclass(frozen=True)
 class Demo:
@@ -111,3 +113,34 @@ def test_the_projection_settings_are_declared_once() -> None:
     names = {f.name for c in (ProjectionConfig, AlignConfig) for f, _ in flag_fields(c)}
     assert {"N", "D", "scale", "timestep_respacing"} <= names
     assert field_default(dataclasses.fields(ProjectionConfig)[0]) == 50
+
+
+def test_two_configs_on_one_parser_cannot_share_a_stored_name() -> None:
+    @dataclass(frozen=True)
+    class Other:
+        n: int = option(1, "another count", names=("--other-n",))
+
+    p = argparse.ArgumentParser()
+    add_options(p, Demo)
+    with pytest.raises(ValueError, match="Other.n"):
+        add_options(p, Other)  # argparse would store --other-n over --n
+
+
+def test_eval_and_tta_batch_sizes_are_separate_settings() -> None:
+    from sda.eval import EvalConfig
+
+    argv = [
+        str(REPO / "configs/eval/ResNet50.py"),
+        "ft.pth",
+        "--data_prefix1",
+        "d",
+        "--data_prefix2",
+        "p",
+        "--batch-size",
+        "16",
+        "--tta-batch-size",
+        "4",
+    ]
+    cfg = EvalConfig.from_argv(argv)
+    assert (cfg.batch_size, cfg.tta.tta_batch_size) == (16, 4)
+    assert EvalConfig.from_argv(cfg.to_argv()) == cfg
