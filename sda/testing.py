@@ -6,6 +6,9 @@ Imported as ``sda.testing`` by the tests and by ``benchmarks/device_check.py --s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +173,49 @@ def tiny_classifier(config: Path, out: Path, seed: int = 0) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "meta": {}}, out)
     return out
+
+
+# ----------------------------------------------------------------------------- tiny fine-tunes (finetune/train.py)
+REPO = Path(__file__).resolve().parents[1]  # a source checkout's root (the tests run from one)
+FINETUNE_NUM_CLASSES = 4  # the tiny fine-tunes' class count
+
+
+def make_class_folders(root: Path, n_classes: int = FINETUNE_NUM_CLASSES, per_class: int = 12) -> Path:
+    """32x32 RGB PNGs; class k is a noisy image of colour k (an easy task that a few steps learn)."""
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (n_classes, 3))
+    for k in range(n_classes):
+        (root / f"{k:04d}").mkdir(parents=True)
+        for i in range(per_class):
+            img = colours[k] + rng.normal(0, 30, (32, 32, 3))  # (H, W, 3)
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / f"{k:04d}" / f"{i:06d}.png")
+    return root
+
+
+def finetune_cli(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """finetune/train.py TinyResNet on tmp_path/data, writing tmp_path/work and tmp_path/out/Tiny.pth."""
+    cmd = [
+        sys.executable,
+        str(REPO / "finetune" / "train.py"),
+        "TinyResNet",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--final-ckpt",
+        str(tmp_path / "out" / "Tiny.pth"),
+        *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+TINY_FINETUNE_OPTS = [  # --cfg-options of the tiny fine-tunes: 4 classes, small batches, a log per step
+    "load_from=None",
+    f"model.head.num_classes={FINETUNE_NUM_CLASSES}",
+    f"data_preprocessor.num_classes={FINETUNE_NUM_CLASSES}",
+    "train_dataloader.batch_size=8",
+    "optim_wrapper.optimizer.lr=0.02",
+    "default_hooks.logger.interval=1",
+    "log_processor.window_size=1",
+]

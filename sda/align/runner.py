@@ -24,6 +24,7 @@ from sda.align.lowpass import make_lowpass
 from sda.align.projection import predraw_noise, project
 from sda.utils import dist
 from sda.utils.checkpoint import cached_sha256, state_dict_sha256
+from sda.utils.errors import require_finite
 from sda.utils.images import tensor_to_pil, tile_grid
 from sda.utils.io import check_disjoint, check_writable_dir, check_writable_file, save_image, write_json
 from sda.utils.progress import log, progress
@@ -145,6 +146,7 @@ def run_jobs(
                 x = project(model, diffusion, ref, cfg.projection, noise=noise, step_noise=steps, lowpass=lpf)
             else:
                 x = project(model, diffusion, ref, cfg.projection, generator=gens, lowpass=lpf)  # (B, 3, S, S)
+            require_finite(x, f"the projector {cfg.model_path}")
             x = x.cpu()
             if grid is not None and b == 0:
                 with torch.no_grad():

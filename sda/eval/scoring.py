@@ -26,7 +26,7 @@ from sda.eval import ensemble
 from sda.eval.config import EvalConfig
 from sda.eval.pairs import PairedImages, collate_pairs
 from sda.finetune.classifiers import Normalizer
-from sda.utils.errors import UserError
+from sda.utils.errors import UserError, require_finite
 from sda.utils.precision import autocast
 from sda.utils.progress import progress
 
@@ -89,6 +89,7 @@ def score_batch(
         if key not in cache:
             with autocast(precision, x.device.type):
                 logits = model(x, mode="tensor")  # (N, C)
+            require_finite(logits, getattr(model, "sda_source", "a classifier"))
             cache[key] = logits.float().softmax(1)  # (N, C) softmax scores, as mmcls v0 returns
         return cache[key]
 

@@ -55,10 +55,18 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
 
 
 def load_config(config: Any, cfg_options: Mapping[str, Any] | None = None) -> Any:
-    """An mmengine ``Config`` from a path, a model name or a ``Config``; ``cfg_options`` merged in."""
+    """An mmengine ``Config`` from a path, a model name or a ``Config``; ``cfg_options`` merged in. A config file
+    that does not load (a syntax error, an unknown base) is one line naming it."""
     from mmengine.config import Config
 
-    cfg = config.copy() if isinstance(config, Config) else Config.fromfile(str(resolve_config_path(config)))
+    if isinstance(config, Config):
+        cfg = config.copy()
+    else:
+        path = resolve_config_path(config)
+        try:
+            cfg = Config.fromfile(str(path))
+        except (SyntaxError, NameError, ImportError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+            raise UserError(f"config {path} does not load ({type(e).__name__}: {e}); fix the file") from e
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
     return cfg

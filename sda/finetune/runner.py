@@ -8,15 +8,18 @@ mmengine's Runner (checkpoints loaded safely and strictly) and writes the final 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sda.finetune.classifiers import check_class_folders, head_num_classes, resolve_config_path
+from sda.finetune.classifiers import check_class_folders, head_num_classes, load_config, resolve_config_path
 from sda.finetune.config import FinetuneConfig
+from sda.finetune.guard import RUN_FILE, check_cfg_keys, read_run_file, remove_own_partials, run_key
 from sda.utils.errors import UserError
 from sda.utils.io import atomic_write, check_writable_dir, check_writable_file, write_text
+from sda.utils.runfolder import RunFolder
 
 FINAL_DIR = "finetuned_ckpt"  # finetuned_ckpt/<config name>.pth, as the reference names them
 
@@ -65,7 +68,7 @@ def apply_run(cfg: Any, run: FinetuneConfig, config_path: Path) -> Any:
     """Apply the run's settings to the mmengine config (mmpretrain's train-tool semantics: ``--cfg-options``
     first, then the dedicated flags, then the dataloader defaults that depend on the result)."""
     if run.cfg_options:
-        cfg.merge_from_dict(run.cfg_options)
+        cfg.merge_from_dict(check_cfg_keys(cfg, run.cfg_options))
     if run.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.launcher = run.launcher
@@ -83,7 +86,6 @@ def apply_run(cfg: Any, run: FinetuneConfig, config_path: Path) -> Any:
             cfg[field] = _loader(cfg[field], run)
     if run.data_root is not None:
         cfg.train_dataloader.dataset.data_root = run.data_root
-    _resume(cfg, run.resume)
     if not torch.cuda.is_available():  # CPU runs: gloo, and DDP without device ids
         cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
@@ -138,13 +140,29 @@ def save_final(runner: Any, cfg: Any, path: Path) -> None:
     runner.logger.info(f"final weights: {path} (config {path.with_suffix('.py')})")
 
 
-def resolved_config(run: FinetuneConfig) -> tuple[Any, Path]:
-    """The mmengine config with the run's settings applied, and the final checkpoint's path."""
-    from mmengine.config import Config
-
+def resolved_config(run: FinetuneConfig, resume: bool = True) -> tuple[Any, Path]:
+    """The mmengine config with the run's settings applied (``resume``: ``--resume`` too), and the final
+    checkpoint's path. A config file that does not parse is a UserError naming it."""
     config_path = resolve_config_path(run.config)
-    cfg = apply_run(Config.fromfile(str(config_path)), run, config_path)
+    cfg = apply_run(load_config(config_path), run, config_path)
+    if resume:
+        _resume(cfg, run.resume)
     return cfg, Path(run.final_ckpt) if run.final_ckpt else Path(FINAL_DIR) / f"{config_path.stem}.pth"
+
+
+def claim_work_dir(cfg: Any, run: FinetuneConfig, final: Path, world_size: int) -> tuple[RunFolder, int]:
+    """Lock the work dir, refuse it when it holds a run with other settings or inputs, remove a killed run's
+    partial files, and fix the run's seed (the config's; else a resumed run's own; else a new random one, as
+    mmengine draws when the config has none). Rank 0 only."""
+    key = run_key(cfg, _dataset_root(cfg.train_dataloader.dataset), final, world_size)
+    folder = RunFolder(cfg.work_dir, key, RUN_FILE, fix="use another --work-dir, or the same settings and inputs")
+    seed = (cfg.get("randomness") or {}).get("seed")
+    if seed is None:
+        stored = read_run_file(cfg.work_dir).get("seed")
+        seed = stored if run.resume and isinstance(stored, int) else int.from_bytes(os.urandom(4), "little") % 2**31
+    folder.claim(record={"settings": key, "seed": seed})
+    remove_own_partials(final)
+    return folder, seed
 
 
 def finetune(run: FinetuneConfig) -> Path:
@@ -153,21 +171,43 @@ def finetune(run: FinetuneConfig) -> Path:
     from mmengine.runner import Runner
 
     from sda.finetune.checkpoints import install_safe_checkpoint_loading, safe_checkpoint_hook
-    from sda.utils.dist import barrier, init_distributed, is_main
+    from sda.finetune.guard import atomic_checkpoints, guard_hook
+    from sda.utils.dist import barrier, init_distributed, is_main, rank0_plan, rank_and_world
 
-    cfg, final = resolved_config(run)
+    cfg, final = resolved_config(run, resume=False)
     check_config(cfg)
     check_writable_file(final, "--final-ckpt")
     check_writable_dir(cfg.work_dir, "--work-dir")
     if run.launcher == "pytorch":  # our init: gloo on CPU (mmengine's assumes CUDA)
         init_distributed()
-    install_safe_checkpoint_loading(allow_pickle=run.allow_pickle)
+    claim: dict[str, RunFolder] = {}
 
-    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    runner.register_hook(safe_checkpoint_hook(), priority="VERY_HIGH")
-    runner.train()
+    def take() -> int:
+        claim["folder"], seed = claim_work_dir(cfg, run, final, rank_and_world()[1])
+        return seed
 
-    if is_main():
-        save_final(runner, cfg, final)
-    barrier()
+    try:
+        cfg.setdefault("randomness", {})["seed"] = rank0_plan(take)
+        _resume(cfg, run.resume)
+        loader = cfg.train_dataloader
+        persistent = bool(loader.get("persistent_workers")) and loader.get("num_workers", 0) > 0
+        atomic_checkpoints()
+        install_safe_checkpoint_loading(allow_pickle=run.allow_pickle)
+        runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+        runner.register_hook(safe_checkpoint_hook(), priority="VERY_HIGH")
+        runner.register_hook(guard_hook(persistent), priority="VERY_HIGH")
+        try:
+            runner.train()
+        except AssertionError as e:  # mmcv's image loading asserts; name the file and the fix instead
+            if "failed to load image" not in str(e):
+                raise
+            raise UserError(
+                f"a training image cannot be read ({e}); remove or replace it, then rerun with --resume"
+            ) from e
+        if is_main():
+            save_final(runner, cfg, final)
+        barrier()
+    finally:
+        if "folder" in claim:
+            claim["folder"].release()
     return final

@@ -18,7 +18,7 @@ from sda.diffusion import create_diffusion, randn_like_gen
 from sda.gen.config import GenConfig
 from sda.gen.models import VAE_SCALE, has_null_class, load_adm, load_dit, load_vae
 from sda.models.dit import forward_with_cfg
-from sda.utils.errors import UserError
+from sda.utils.errors import UserError, require_finite
 from sda.utils.images import to_uint8
 from sda.utils.precision import autocast, compute_dtype
 from sda.utils.seed import make_generator
@@ -39,6 +39,7 @@ class Sampler:
     vae: Any = None
     precision: str = "fp32"
     clip_denoised: bool = False
+    source: str = "the generator"  # what require_finite names: the checkpoint (and VAE) files
     _dummy: torch.Generator = field(default_factory=lambda: make_generator(0), repr=False)
 
     @property
@@ -81,6 +82,7 @@ class Sampler:
             with autocast(self.precision, self.device.type):
                 x = self.vae.decode((x / VAE_SCALE).to(self.vae.dtype)).sample  # (N, 3, 8S, 8S)
             x = x.to(self.dtype)
+        require_finite(x, self.source)
         return to_uint8(x, "dit").permute(0, 2, 3, 1).cpu()  # (N, H, W, 3)
 
 
@@ -124,4 +126,5 @@ def build_sampler(cfg: GenConfig, device: torch.device) -> Sampler:
         vae=vae,
         precision=cfg.precision,
         clip_denoised=cfg.clip,
+        source=f"checkpoint {ckpt}" + ("" if cfg.vae_folder is None else f" (with the VAE {cfg.vae_folder})"),
     )

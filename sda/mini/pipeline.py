@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sda.mini import gates as G
-from sda.mini.benchmarks import DEFAULT_BENCHMARK, SOURCE_MODELS, Benchmark, get_benchmark
+from sda.mini.benchmarks import DEFAULT_BENCHMARK, SOURCE_MODELS, Benchmark, check_run, get_benchmark
 from sda.mini.commands import command
 from sda.mini.data import stratified_subset
 from sda.mini.plan import (
@@ -123,6 +123,12 @@ class DemoRun:
     quick: bool = False
     threads: int = 2
     retrain_sources: bool = False
+
+    def __post_init__(self) -> None:
+        check_run(
+            self.threads,
+            {"out": self.out, "data": self.data, **({"assets": self.assets} if self.retrain_sources else {})},
+        )
 
 
 def _check_assets(assets: Path, bench: Benchmark) -> None:

@@ -31,7 +31,7 @@ import torch
 
 from sda.finetune.config import FinetuneConfig
 from sda.mini import gates as G
-from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, get_benchmark
+from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, check_run, get_benchmark
 from sda.mini.commands import align_config, command, finetune_config, gen_config
 from sda.mini.data import lowpass_folder, lowpass_uint8, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN, finetune_options
@@ -57,6 +57,9 @@ class SourcesRun:
     seed: int = 0
     steps: tuple[str, ...] = STEPS
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        check_run(self.threads, {"data": self.data, "results": self.results})
 
     @property
     def bench(self) -> Benchmark:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sda.mini.benchmarks import CLASSIFIER_CONFIG, Benchmark, get_benchmark
+from sda.mini.benchmarks import CLASSIFIER_CONFIG, Benchmark, check_run, get_benchmark
 from sda.mini.commands import align_config, build_c_config, command, finetune_config, gen_config
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN
@@ -512,6 +512,9 @@ class StudyRun:
     assets: Path | None = None  # default assets/mini/<benchmark>
     quick: bool = False
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        check_run(self.threads, {"out": self.out, "data": self.data})
 
 
 def open_study(run: StudyRun) -> Study:

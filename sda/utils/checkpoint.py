@@ -194,10 +194,12 @@ def _hash_cache_path() -> Path:
 
 
 def cached_sha256(path: str | os.PathLike) -> str:
-    """``file_sha256`` remembered by (absolute path, size, mtime): a 2 GB checkpoint is hashed once, not every run.
+    """``file_sha256`` remembered by (absolute path, size, mtime, inode, ctime): a 2 GB checkpoint is hashed once.
 
-    The cache lives in ``$SDA_CACHE_DIR`` (default ``~/.cache/sda-tta``); a changed file (size or
-    modification time) is hashed again; an unwritable cache only costs the hashing.
+    The cache lives in ``$SDA_CACHE_DIR`` (default ``~/.cache/sda-tta``). It assumes that a file whose size,
+    modification time, inode and status-change time are all unchanged has unchanged content: replacing a file
+    (another inode), writing it, or resetting its modification time afterwards (which changes its ctime, and
+    ctime cannot be set back) makes it hashed again. An unwritable cache only costs the hashing.
     """
     path = Path(path).resolve()
     st = path.stat()
@@ -207,10 +209,11 @@ def cached_sha256(path: str | os.PathLike) -> str:
     except (OSError, ValueError):
         cache = {}
     entry = cache.get(str(path))
-    if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()):
         return str(entry["sha256"])
     digest = file_sha256(path)
-    cache[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    cache[str(path)] = {**stamp, "sha256": digest}
     with contextlib.suppress(OSError, UserError):
         from sda.utils.io import write_json
 

@@ -30,6 +30,11 @@ def write_error(path: str | os.PathLike, e: OSError) -> UserError:
     return UserError(f"cannot write {path}: {e.strerror or e}; choose a writable output folder")
 
 
+# The names of this project's temporary files: ".<name>.sda-<random>.tmp" beside the file being written. Only files
+# with this mark are ever removed as a killed run's partials (sda.utils.runfolder), never another program's.
+TMP_MARK = "sda-"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -45,7 +50,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_MARK}", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise write_error(path, e) from e
     try:

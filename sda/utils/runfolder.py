@@ -5,7 +5,8 @@ command. What makes that safe is the folder's *key*: the settings that change an
 stored in a JSON file of the folder (the stage's manifest, under ``section``, or the whole file); a
 later run with another key is refused with one line naming the settings that differ, so outputs of
 two settings never mix. Outputs are written atomically (``sda.utils.io``), so an output that exists
-is complete; a run killed mid-write leaves only hidden ``.*.tmp`` files, which the next claim removes.
+is complete; a run killed mid-write leaves only hidden ``.<name>.sda-*.tmp`` files, which the next claim removes
+(only files with this project's mark, and none below a subfolder that another live run has locked).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sda.utils.errors import UserError
-from sda.utils.io import write_error, write_json
+from sda.utils.io import TMP_MARK, write_error, write_json
 
 T = TypeVar("T")
-PARTIAL_GLOB = "**/.*.tmp"  # what sda.utils.io.atomic_write leaves behind when a process is killed
+PARTIAL_GLOB = f"**/.*.{TMP_MARK}*.tmp"  # what sda.utils.io.atomic_write leaves behind when a process is killed
 LOCK_NAME = ".lock"
 
 
@@ -49,6 +50,15 @@ def _alive(holder: dict[str, Any]) -> bool:
         pass
     start = holder.get("start")
     return start is None or _process_start(pid) in (None, start)
+
+
+def _held(lock: Path) -> bool:
+    """Whether a lock file belongs to a live run (an unreadable one is taken as live: it is being written)."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return True
+    return _alive(holder)
 
 
 class FolderLock:
@@ -156,9 +166,19 @@ class RunFolder:
         return data if isinstance(data, dict) else None
 
     def check(self) -> None:
-        """Refuse a folder made with another key: one line naming each differing setting."""
+        """Refuse a folder made with another key (one line naming each differing setting), and a non-empty folder
+        that no run of this project made (no key file): its files are not ours to mix with, or to clean."""
         old = self.stored_key()
         if old is None:
+            if (
+                self.root.is_dir()
+                and not self.key_path.exists()
+                and any(not p.name.startswith(".") for p in self.root.iterdir())
+            ):
+                raise UserError(
+                    f"{self.root} is not empty and no run of this project wrote it (it has no {self.key_path.name}); "
+                    "choose a new or empty output folder"
+                )
             return
         changed = key_mismatch(old, self.key)
         if changed:
@@ -193,9 +213,13 @@ class RunFolder:
         self.lock.release()
 
     def remove_partials(self) -> int:
-        """Delete the hidden temporary files an interrupted run left (complete outputs are kept)."""
+        """Delete the temporary files an interrupted run of this project left (complete outputs are kept): only
+        names with this project's mark, and none inside a subfolder that a live run holds (its own lock)."""
+        live = [lock.parent for lock in self.root.glob(f"**/{LOCK_NAME}") if lock.parent != self.root and _held(lock)]
         n = 0
         for tmp in self.root.glob(PARTIAL_GLOB):
+            if any(d in tmp.parents for d in live):
+                continue
             tmp.unlink(missing_ok=True)
             n += 1
         return n

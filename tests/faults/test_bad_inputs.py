@@ -176,3 +176,28 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     x = np.asarray(load_rgb(tmp_path / "g16.png"))  # (64, 64, 3) uint8
     assert (x == 255).mean() < 0.01  # PIL's plain convert("RGB") saturates 99.6% of these pixels
     assert np.abs(x[..., 0].astype(float) - ramp / 257.0).max() <= 0.5
+
+
+def _nan_copy(src: Path, dst: Path) -> Path:
+    """The checkpoint ``src`` with every floating-point weight NaN (a broken download or a diverged training)."""
+    obj = torch.load(src, weights_only=True)
+    sd = obj.get("state_dict", obj)
+    for k, v in sd.items():
+        if v.is_floating_point():
+            sd[k] = torch.full_like(v, float("nan"))
+    torch.save(obj, dst)
+    return dst
+
+
+def test_nan_checkpoints_stop_every_stage_naming_the_file(fault_inputs, eval_setup, capsys, tmp_path):
+    """gen and align would write black images and eval would report chance accuracy, all with exit code 0."""
+    nan = {**fault_inputs, "dit": _nan_copy(fault_inputs["dit"], tmp_path / "nan-dit.pt")}
+    nan["adm"] = _nan_copy(fault_inputs["adm"], tmp_path / "nan-adm.pt")
+    fails_with(capsys, gen_cmd(nan, tmp_path / "g"), "nan-dit.pt produced non-finite values")
+    assert not list((tmp_path / "g").rglob("*.png"))
+    fails_with(capsys, align_cmd(nan, tmp_path / "a", "batch"), "nan-adm.pt produced non-finite values")
+    assert not list((tmp_path / "a").rglob("*.JPEG"))
+    ckpt = _nan_copy(eval_setup / "m.pth", tmp_path / "nan-cls.pth")
+    argv = eval_argv(eval_setup)
+    argv[3] = str(ckpt)
+    fails_with(capsys, argv, "nan-cls.pth produced non-finite values")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,40 +12,14 @@ import torch
 from PIL import Image
 
 from sda.finetune.classifiers import build_classifier_from_config, classifier_logits
+from sda.testing import FINETUNE_NUM_CLASSES as NUM_CLASSES
+from sda.testing import TINY_FINETUNE_OPTS as TINY_OPTS
+from sda.testing import finetune_cli as train
+from sda.testing import make_class_folders
 from sda.utils.checkpoint import safe_load
 from sda.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
-NUM_CLASSES = 4
-
-
-def make_class_folders(root: Path, n_classes: int = NUM_CLASSES, per_class: int = 12) -> Path:
-    """32x32 RGB PNGs; class k is a noisy image of colour k (an easy task that a few steps learn)."""
-    rng = np.random.default_rng(0)
-    colours = rng.integers(0, 256, (n_classes, 3))
-    for k in range(n_classes):
-        (root / f"{k:04d}").mkdir(parents=True)
-        for i in range(per_class):
-            img = colours[k] + rng.normal(0, 30, (32, 32, 3))  # (H, W, 3)
-            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / f"{k:04d}" / f"{i:06d}.png")
-    return root
-
-
-def train(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        str(ROOT / "finetune" / "train.py"),
-        "TinyResNet",
-        "--data-root",
-        str(tmp_path / "data"),
-        "--work-dir",
-        str(tmp_path / "work"),
-        "--final-ckpt",
-        str(tmp_path / "out" / "Tiny.pth"),
-        *extra,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def train_records(work: Path) -> list[dict]:
@@ -56,17 +27,6 @@ def train_records(work: Path) -> list[dict]:
     runs = sorted(p for p in work.iterdir() if (p / "vis_data" / "scalars.json").is_file())
     lines = [ln for r in runs for ln in (r / "vis_data" / "scalars.json").read_text().splitlines()]
     return [json.loads(ln) for ln in lines if '"loss"' in ln]
-
-
-TINY_OPTS = [
-    "load_from=None",
-    f"model.head.num_classes={NUM_CLASSES}",
-    f"data_preprocessor.num_classes={NUM_CLASSES}",
-    "train_dataloader.batch_size=8",
-    "optim_wrapper.optimizer.lr=0.02",
-    "default_hooks.logger.interval=1",
-    "log_processor.window_size=1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +60,15 @@ def test_two_epochs_lower_the_loss_and_write_a_loadable_checkpoint(trained):
 
 def test_resume_continues_from_the_last_epoch(trained):
     run = train(trained, "--resume", "--cfg-options", *TINY_OPTS, "train_cfg.max_epochs=3")
+    assert run.returncode == 2 and "train_cfg.max_epochs: '2' -> '3'" in run.stderr  # another run: refused
+    (trained / "work" / "epoch_2.pth").rename(trained / "work" / "kept.pth")  # as if killed during epoch 2
+    (trained / "work" / "last_checkpoint").write_text(str(trained / "work" / "epoch_1.pth"))
+    run = train(trained, "--resume", "--cfg-options", *TINY_OPTS, "train_cfg.max_epochs=2")
     assert run.returncode == 0, run.stderr[-3000:]
     epochs = [r["epoch"] for r in train_records(trained / "work")]
-    assert epochs == [1] * 6 + [2] * 6 + [3] * 6  # the second run trained epoch 3 only
-    assert "resumed epoch: 2" in run.stdout + run.stderr
-    assert safe_load(trained / "out" / "Tiny.pth")["meta"]["epoch"] == 3
+    assert epochs == [1] * 6 + [2] * 6 + [2] * 6  # the second run trained epoch 2 only
+    assert "resumed epoch: 1" in run.stdout + run.stderr
+    assert safe_load(trained / "out" / "Tiny.pth")["meta"]["epoch"] == 2
 
 
 def test_class_count_mismatch_is_a_user_error(tmp_path):

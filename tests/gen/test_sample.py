@@ -172,7 +172,7 @@ def test_resume_after_interruption(ckpt, tmp_path, monkeypatch):
         run(ckpt, out, "--per-proc-batch-size", "2", "--grid-size", "0")
     assert len(read_set(out)) == 4
     (out / "0002").mkdir(exist_ok=True)
-    (out / "0002" / ".000001.png.x1y2.tmp").write_bytes(b"partial")  # a write cut off by a kill -9
+    (out / "0002" / ".000001.png.sda-x1y2.tmp").write_bytes(b"partial")  # a write cut off by a kill -9
     calls.clear()
     monkeypatch.setattr(
         gen_sampler.Sampler,

@@ -125,8 +125,9 @@ def test_atomic_files_get_umask_permissions(tmp_path):
     assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644
 
 
-def test_content_hash_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
+def test_content_hash_is_cached_by_size_mtime_inode_and_ctime(tmp_path, monkeypatch):
     import os
+    import time
 
     from sda.utils import checkpoint as ck
 
@@ -141,6 +142,16 @@ def test_content_hash_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     f.write_bytes(b"b" * 100)  # same size ...
     os.utime(f, ns=(1, 1))  # ... other mtime: hashed again
     assert ck.cached_sha256(f) != first and len(calls) == 2
+    st = f.stat()
+    time.sleep(0.01)
+    f.write_bytes(b"c" * 100)  # same size, and the old mtime put back: the ctime still tells
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ck.cached_sha256(f) == real(f) and len(calls) == 3
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"d" * 100)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, f)  # another file of the same size and mtime moved in: another inode
+    assert ck.cached_sha256(f) == real(f) and len(calls) == 4
 
 
 def test_run_folder_refusal_names_each_changed_setting(tmp_path):
@@ -153,9 +164,41 @@ def test_run_folder_refusal_names_each_changed_setting(tmp_path):
     with pytest.raises(UserError, match=r"other settings \(N: 50 -> 25, model\.sha256: 'aaa' -> 'bbb'\); do X"):
         b.claim()
     (tmp_path / "r" / "sub").mkdir()
-    (tmp_path / "r" / "sub" / ".x.png.abc.tmp").write_bytes(b"partial")
+    (tmp_path / "r" / "sub" / ".x.png.sda-abc.tmp").write_bytes(b"partial")
     assert a.claim() == 1 and not list((tmp_path / "r").rglob("*.tmp"))  # partials of a killed run removed
     a.release()
+
+
+def test_a_claim_removes_only_its_own_partials_outside_live_runs(tmp_path):
+    """A user's hidden .tmp file is not ours; a nested folder that another live run holds keeps its partials."""
+    import json
+    import os
+    import socket
+
+    from sda.utils.io import atomic_write
+    from sda.utils.runfolder import LOCK_NAME, RunFolder, _process_start
+
+    root = tmp_path / "r"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / ".draft.tmp").write_text("a user's own file")
+    f = RunFolder(root, {"N": 1}, "k.json")
+    with pytest.raises(UserError, match="is not empty and no run of this project wrote it"):
+        f.claim()  # a folder of someone else's files: not ours to write into, or to clean
+    (root / "k.json").write_text(json.dumps({"settings": {"N": 1}}))  # as a run of ours left it
+    nested = root / "align_out"
+    nested.mkdir()
+    live = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    (nested / LOCK_NAME).write_text(json.dumps(live))  # a live run writes align_out/
+    (nested / ".img.png.sda-live.tmp").write_bytes(b"in flight")
+    (root / ".gone.png.sda-dead.tmp").write_bytes(b"partial of a killed run")
+    assert f.claim() == 1
+    f.release()
+    assert (root / "notes" / ".draft.tmp").exists() and (nested / ".img.png.sda-live.tmp").exists()
+    assert not (root / ".gone.png.sda-dead.tmp").exists()
+    with pytest.raises(RuntimeError), atomic_write(root / "x.bin") as out:  # our own names carry the mark
+        out.write(b"1")
+        assert [p.name for p in root.glob(".x.bin.sda-*.tmp")]
+        raise RuntimeError
 
 
 def test_shard_batches_keeps_batches_whole():
