@@ -28,7 +28,7 @@ from sda.finetune.classifiers import (
 )
 from sda.utils.dist import DistInfo, all_gather_object, cleanup, init_distributed, rank0_plan, shard, shard_batches
 from sda.utils.errors import UserError
-from sda.utils.io import check_writable_file, write_json, write_text
+from sda.utils.io import check_writable_file, remove_own_partials, write_json, write_text
 from sda.utils.progress import log, progress
 
 
@@ -65,6 +65,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any] | None:
     """Score the raw (and projected) target sets with every mode; the record on rank 0, None elsewhere."""
     if cfg.out:  # before the scoring pass, not after it
         check_writable_file(cfg.out, "--out")
+        for suffix in OUT_SUFFIXES:  # what a run killed while writing them left (this project's own temp names)
+            remove_own_partials(Path(cfg.out).with_suffix(suffix))
     mm_cfg = load_config(cfg.config, cfg.cfg_options)
     info = setup_device(cfg)
     try:
@@ -195,6 +197,9 @@ def merge_tta(parts: Sequence[dict], methods: Sequence[str], total: int) -> dict
         out[f"pred/{m}"] = np.array([merged[(m, i)][0] for i in range(total)], dtype=np.int32)
         out[f"rank/{m}"] = np.array([merged[(m, i)][1] for i in range(total)], dtype=np.uint8)
     return out
+
+
+OUT_SUFFIXES = (".json", ".md", ".csv")  # what write_outputs writes for --out X.json
 
 
 def write_outputs(out: Path, record: dict[str, Any], table: str, csv_text: str) -> None:

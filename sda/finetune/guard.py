@@ -100,6 +100,16 @@ def data_digest(root: Path | None) -> dict[str, Any]:
     return {"files": n, "listing_sha256": h.hexdigest()}
 
 
+def check_link_loops(root: Path) -> None:
+    """A folder link inside the training set that points at one of its own ancestors makes mmengine's listing
+    recurse until the OS stops it; name the link instead."""
+    for dirpath, dirnames, _ in os.walk(root):
+        for d in dirnames:
+            link = Path(dirpath) / d
+            if link.is_symlink() and link.parent.resolve().is_relative_to(link.resolve()):
+                raise UserError(f"{link} links to its own ancestor {link.resolve()} (a loop); remove the link")
+
+
 IGNORED = ("work_dir", "resume", "launcher", "load_from")  # where the run writes, how it starts: not what it makes
 
 
@@ -125,14 +135,6 @@ def read_run_file(work_dir: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def remove_own_partials(final: Path) -> None:
-    """A killed run's partial final checkpoint (``.<name>.sda-*.tmp`` beside it): provably this run's file."""
-    from sda.utils.io import TMP_MARK
-
-    for tmp in final.parent.glob(f".{final.name}.{TMP_MARK}*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_checkpoints() -> None:

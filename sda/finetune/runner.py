@@ -16,9 +16,9 @@ import torch
 
 from sda.finetune.classifiers import check_class_folders, head_num_classes, load_config, resolve_config_path
 from sda.finetune.config import FinetuneConfig
-from sda.finetune.guard import RUN_FILE, check_cfg_keys, read_run_file, remove_own_partials, run_key
+from sda.finetune.guard import RUN_FILE, check_cfg_keys, check_link_loops, read_run_file, run_key
 from sda.utils.errors import UserError
-from sda.utils.io import atomic_write, check_writable_dir, check_writable_file, write_text
+from sda.utils.io import atomic_write, check_writable_dir, check_writable_file, remove_own_partials, write_text
 from sda.utils.runfolder import RunFolder
 
 FINAL_DIR = "finetuned_ckpt"  # finetuned_ckpt/<config name>.pth, as the reference names them
@@ -114,6 +114,7 @@ def check_config(cfg: Any, data: bool = True) -> None:
     ds = cfg.train_dataloader.dataset
     root = _dataset_root(ds)
     if data and root is not None and ds.get("type") in ("CustomDataset", "ImageNet"):
+        check_link_loops(root)
         check_class_folders(root, head_num_classes(cfg))
 
 

@@ -35,6 +35,17 @@ def write_error(path: str | os.PathLike, e: OSError) -> UserError:
 TMP_MARK = "sda-"
 
 
+def remove_own_partials(path: str | os.PathLike) -> int:
+    """Remove what an interrupted ``atomic_write(path)`` left beside ``path`` (``.<name>.sda-*.tmp``): files this
+    project's writes of that very path made, and nothing else. Returns how many."""
+    path = Path(path)
+    n = 0
+    for tmp in path.parent.glob(f".{path.name}.{TMP_MARK}*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

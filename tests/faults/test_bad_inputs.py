@@ -201,3 +201,14 @@ def test_nan_checkpoints_stop_every_stage_naming_the_file(fault_inputs, eval_set
     argv = eval_argv(eval_setup)
     argv[3] = str(ckpt)
     fails_with(capsys, argv, "nan-cls.pth produced non-finite values")
+
+
+def test_eval_removes_its_own_partial_outputs_only(eval_setup, tmp_path):
+    """A run killed while writing --out leaves .r.json.sda-*.tmp; the next run removes it, and nothing else."""
+    out = tmp_path / "r.json"
+    (tmp_path / ".r.json.sda-k1ll.tmp").write_text("{cut off")
+    (tmp_path / ".r.md.sda-k1ll.tmp").write_text("| cut")
+    (tmp_path / ".r.json.backup.tmp").write_text("the user's")
+    entry = _entry("eval/evaluate.py")
+    entry.main(eval_argv(eval_setup, "--out", str(out))[2:])
+    assert out.is_file() and sorted(p.name for p in tmp_path.glob(".*")) == [".r.json.backup.tmp"]

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,21 +30,29 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return safe_load(path)["state_dict"]
 
 
-def test_a_resumed_run_ends_equal_to_an_uninterrupted_one(tmp_path: Path) -> None:
+def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    """kill -9 once the first epoch checkpoint exists (during epoch 2, or while saving), then --resume: the final
+    weights equal an uninterrupted run's tensor for tensor, and the killed run's partial files are gone."""
     clean, cut = tmp_path / "clean", tmp_path / "cut"
     for d in (clean, cut):
         make_class_folders(d / "data")
     assert train(clean, "--cfg-options", *TINY_OPTS, *EPOCHS).returncode == 0
-    run = train(cut, "--cfg-options", *TINY_OPTS, *EPOCHS)
-    assert run.returncode == 0, run.stderr[-2000:]
-    # as if killed during epoch 2: the later checkpoints and the final weights never written
-    (cut / "work" / "epoch_2.pth").unlink()
-    (cut / "out" / "Tiny.pth").unlink()
-    (cut / "work" / "last_checkpoint").write_text(str(cut / "work" / "epoch_1.pth"))
+    cmd = [sys.executable, str(REPO / "finetune" / "train.py"), "TinyResNet", "--data-root", str(cut / "data"),
+           "--work-dir", str(cut / "work"), "--final-ckpt", str(cut / "out" / "Tiny.pth"),
+           "--cfg-options", *TINY_OPTS, *EPOCHS]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=cut, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while not (cut / "work" / "epoch_1.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert (cut / "work" / "epoch_1.pth").exists()
     run = train(cut, "--resume", "--cfg-options", *TINY_OPTS, *EPOCHS)
     assert run.returncode == 0, run.stderr[-2000:]
     a, b = _weights(clean / "out" / "Tiny.pth"), _weights(cut / "out" / "Tiny.pth")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the random streams were restored
+    assert not [p for p in (cut / "work").rglob("*.tmp")] and not (cut / "work" / ".lock").exists()
 
 
 def test_a_seedless_config_keeps_its_drawn_seed_for_the_resume(tmp_path: Path) -> None:
@@ -133,3 +144,10 @@ def test_an_unreadable_training_image_is_named(tmp_path: Path) -> None:
     run = train(tmp_path, "--cfg-options", *TINY_OPTS, "train_cfg.max_epochs=1")
     assert run.returncode == 2 and "000001.png" in run.stderr and "rerun with --resume" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "out" / "Tiny.pth").exists()
+
+
+def test_a_link_loop_in_the_training_set_is_named(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data", per_class=2)
+    (tmp_path / "data" / "0000" / "loop").symlink_to("..")
+    run = train(tmp_path, "--cfg-options", *TINY_OPTS, "train_cfg.max_epochs=1")
+    assert run.returncode == 2 and "0000/loop links to its own ancestor" in run.stderr and "Traceback" not in run.stderr
