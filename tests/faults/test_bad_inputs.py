@@ -132,6 +132,8 @@ def test_gen_unwritable_output_is_one_line(fault_inputs, capsys, tmp_path):
         (["--D", "3"], "power of two"),
         (["--N", "11"], "--N 11"),
         (["--model_path", "/nonexistent/adm.pt"], "not found"),
+        (["--scale", "-6"], "--scale -6.0 must be a finite number >= 0"),
+        (["--scale", "nan"], "--scale nan must be a finite number"),
     ],
 )
 def test_align_bad_flags(fault_inputs, capsys, tmp_path, extra, fragment):
