@@ -90,6 +90,7 @@ def verdict(diffs: dict[str, dict[str, float]], f_passed: bool) -> dict[str, Any
         status = "inconclusive"
     conditions = {"f_passed_on_val": f_passed, "sda_minus_dda_ge_1": d["value"] >= 1.0, "interval_above_0": d["lo"] > 0}
     conditions.update(sda_not_below_others=not_below, upper_bound_below_1=d["hi"] < 1.0)
+    conditions = {k: bool(v) for k, v in conditions.items()}  # plain JSON booleans, not numpy's
     return {"status": status, "conditions": conditions}
 
 
