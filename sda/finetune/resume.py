@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sda.utils.dist import all_gather_object, rank_and_world
+
 KEY = "sda_rng_states"  # the checkpoint entry: one dict per process rank
 
 
@@ -57,20 +59,11 @@ def set_rng_states(s: dict[str, Any]) -> None:
 
 def gathered_states() -> list[dict[str, Any]]:
     """Every process's states, by rank (all processes call this; rank 0's checkpoint keeps them all)."""
-    import torch.distributed as dist
-
-    mine = rng_states()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [mine]
-    everyone: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    return everyone
+    return all_gather_object(rng_states())
 
 
 def restore_own(states: list[dict[str, Any]]) -> None:
     """Restore this process's entry of a checkpoint's states (by rank)."""
-    import torch.distributed as dist
-
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    rank = rank_and_world()[0]
     if rank < len(states):
         set_rng_states(states[rank])
