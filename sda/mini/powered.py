@@ -4,9 +4,11 @@ decision rule before the run (``sda/mini/configs/<benchmark>/powered.json``), on
     python mini/study.py --test               # -> results/mini/<benchmark>/powered/{powered.json, powered.md, .png}
 
 Design: severity 5; ``test_per_class`` images per class and corruption (140 per corruption for glyphs32),
-rotated so that corruptions use different base images where the split allows (``rotated_c_subset``); for each
-seed, the synthetic set is generated and projected (MoD), the test set projected, and the source fine-tuned
-on the aligned set (SDA), on the raw set (SDA w/o MoD) and on as many projected real train images (Oracle);
+rotated so that corruptions use different base images where the split allows (``rotated_c_subset``). The test
+set is projected once, with ``test_projection_seed``, and shared by every seed, as the paper reuses DDA's one
+projection of ImageNet-C (``null``: each seed projects its own, at five times the cost). For each seed, the
+synthetic set is generated and projected (MoD), and the source fine-tuned on the aligned set (SDA), on the
+raw set (SDA w/o MoD) and on as many projected real train images (Oracle, one projection of them);
 BN-adapt re-estimates the source's BatchNorm statistics on the aligned set. Every column is scored per image
 (``sda.mini.scoring``), and every number comes with a 95% interval from a two-stage bootstrap: seeds with
 replacement (a random effect), then base images with replacement (all versions of a clean image together).
@@ -60,6 +62,7 @@ class PoweredPlan:
     test_per_class: int
     f_passed_on_val: bool  # gate (f) of the chosen setting, from the study
     rule: str
+    test_projection_seed: int | None  # the one projection of the test set; None: one per seed
 
     @classmethod
     def load(cls, path: Path) -> PoweredPlan:
@@ -73,6 +76,7 @@ class PoweredPlan:
             test_per_class=d["test_per_class"],
             f_passed_on_val=d["f_passed_on_val"],
             rule=d["rule"],
+            test_projection_seed=d["test_projection_seed"],
         )
 
 
@@ -99,7 +103,8 @@ class PoweredTest:
 
     def __init__(self, study: Study, plan: PoweredPlan, out: Path):
         self.st, self.plan, self.out = study, plan, out
-        one_size = replace(study.plan, sizes=(plan.train.per_class,))  # each draw at the plan's size, no larger
+        n = plan.train.per_class  # each draw, and the oracle's projected real images, at the plan's size
+        one_size = replace(study.plan, sizes=(n,), max_real_per_class=n)
         self.work = Study(study.bench, one_size, out, study.data, study.assets, study.threads, study.quick)
 
     @property
@@ -122,11 +127,12 @@ class PoweredTest:
         if path.is_file():
             return dict(np.load(path))
         t0, seconds = time.time(), {}
-        proj_root = out / "testC_proj"
+        p_seed = seed if self.plan.test_projection_seed is None else self.plan.test_projection_seed
+        proj_root = self.out / f"testC_proj_s{p_seed}"
         manifests = [proj_root / C_SYN / c / str(SEVERITY) / "align_manifest.json" for c in CORRUPTIONS]
         if not all(map(complete_manifest, manifests)):
-            w.run.parallel("align", w.project(f"align_test_s{seed}", self.out / "testC", "C", proj_root, seed))
-        seconds["project_test"] = round(time.time() - t0, 1)
+            w.run.parallel("align", w.project(f"align_test_s{p_seed}", self.out / "testC", "C", proj_root, p_seed))
+            seconds["project_test"] = round(time.time() - t0, 1)
         t = replace(self.plan.train, seed=seed)
         seconds.update(w.make_draw(t))
         seconds.update(w.make_real())
@@ -139,7 +145,7 @@ class PoweredTest:
             "bn_adapt": self.bn_adapt(t, out / "bn_adapt.pth"),
         }
         seconds["finetune"] = round(time.time() - t1, 1)
-        outcomes = self.score(models, self.test_c.moved(f"testC_proj_s{seed}", proj_root / C_SYN))
+        outcomes = self.score(models, self.test_c.moved(proj_root.name, proj_root / C_SYN))
         np.savez(path, **outcomes)
         write_json(out / "seconds.json", {**seconds, "total": round(time.time() - t0, 1)})
         return outcomes
@@ -177,7 +183,11 @@ class PoweredTest:
         seconds = [json.loads((self.out / f"seed{k}" / "seconds.json").read_text()) for k in self.plan.seeds]
         record = {
             "powered": POWERED,
-            "settings": {"recipe": asdict(self.plan.recipe), "train": asdict(self.plan.train)},
+            "settings": {
+                "recipe": asdict(self.plan.recipe),
+                "train": asdict(self.plan.train),
+                "test_projection_seed": self.plan.test_projection_seed,
+            },
             "seeds": list(self.plan.seeds),
             "n_per_corruption": int((corr == CORRUPTIONS[0]).sum()),
             "n_images": len(corr),
