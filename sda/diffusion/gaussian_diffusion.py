@@ -420,7 +420,19 @@ class GaussianDiffusion:
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
     def p_sample_loop_progressive(
+        self, model: Model, shape: Sequence[int], *args: Any, **kwargs: Any
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Ancestral sampling from x_T to x_0, yielding p_sample's dict at every step (no gradients);
+        ``p_sample_loop`` takes the same arguments and returns the final sample (N, C, ...). The arguments after
+        ``shape`` are the reference's (noise, clip_denoised, denoised_fn, cond_fn, model_kwargs, device,
+        progress) plus keyword-only ``generator`` and ``step_noise``: see :meth:`_sample_loop`."""
+        yield from self._sample_loop(self.p_sample, model, shape, *args, **kwargs)
+
+    p_sample_loop = final_sample(p_sample_loop_progressive)
+
+    def _sample_loop(
         self,
+        step: Callable[..., dict[str, torch.Tensor]],
         model: Model,
         shape: Sequence[int],
         noise: torch.Tensor | None = None,
@@ -430,35 +442,18 @@ class GaussianDiffusion:
         model_kwargs: dict[str, Any] | None = None,
         device: torch.device | str | None = None,
         progress: bool = False,
+        eta: float | None = None,
         *,
         generator: Generators = None,
         step_noise: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Ancestral sampling from x_T to x_0, yielding p_sample's dict at every step (no gradients);
-        ``p_sample_loop`` takes the same arguments and returns the final sample (N, C, ...).
+        """The sampling loop of ``step`` (p_sample or ddim_sample; ``eta`` only for the latter).
 
         noise: x_T (else drawn with `generator`); step_noise: num_timesteps tensors for the steps
         t = T-1 ... 0 (else drawn with `generator`). device: defaults to noise's, then the model's.
         """
-        step_kwargs = dict(
-            clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs
-        )
-        yield from self._loop(self.p_sample, model, shape, noise, device, progress, generator, step_noise, step_kwargs)
-
-    p_sample_loop = final_sample(p_sample_loop_progressive)
-
-    def _loop(
-        self,
-        step: Callable[..., dict[str, torch.Tensor]],
-        model: Model,
-        shape: Sequence[int],
-        noise: torch.Tensor | None,
-        device: torch.device | str | None,
-        progress: bool,
-        generator: Generators,
-        step_noise: Sequence[torch.Tensor] | None,
-        step_kwargs: dict[str, Any],
-    ) -> Iterator[dict[str, torch.Tensor]]:
+        step_kwargs = dict(clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn)
+        step_kwargs.update(model_kwargs=model_kwargs, **({} if eta is None else {"eta": eta}))
         shape = tuple(int(s) for s in shape)
         device = _loop_device(model, noise, device)
         if noise is not None:
@@ -538,29 +533,12 @@ class GaussianDiffusion:
         return {"sample": mean_pred, "pred_xstart": out["pred_xstart"]}
 
     def ddim_sample_loop_progressive(
-        self,
-        model: Model,
-        shape: Sequence[int],
-        noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        cond_fn: Model | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = False,
-        eta: float = 0.0,
-        *,
-        generator: Generators = None,
-        step_noise: Sequence[torch.Tensor] | None = None,
+        self, model: Model, shape: Sequence[int], *args: Any, **kwargs: Any
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """DDIM sampling from x_T to x_0 (p_sample_loop's arguments plus eta), yielding ddim_sample's dict at every
-        step; ``ddim_sample_loop`` takes the same arguments and returns the final sample."""
-        step_kwargs = dict(
-            clip_denoised=clip_denoised, denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs, eta=eta
-        )
-        yield from self._loop(
-            self.ddim_sample, model, shape, noise, device, progress, generator, step_noise, step_kwargs
-        )
+        """DDIM sampling from x_T to x_0 (p_sample_loop's arguments, then ``eta``, default 0), yielding
+        ddim_sample's dict at every step; ``ddim_sample_loop`` takes the same arguments and returns the final
+        sample."""
+        yield from self._sample_loop(self.ddim_sample, model, shape, *args, **kwargs)
 
     ddim_sample_loop = final_sample(ddim_sample_loop_progressive)
 

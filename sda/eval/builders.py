@@ -10,7 +10,6 @@ pixels (``build_manifest.json``), so a rerun with another seed, profile or quali
 
 from __future__ import annotations
 
-import argparse
 import functools
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from sda.eval.corruptions import FORMATS, JPEG_QUALITY, PROFILES, check_profile,
 from sda.utils.errors import UserError
 from sda.utils.io import check_disjoint, check_writable_dir, list_images, load_rgb, save_image
 from sda.utils.layout import CORRUPTIONS, SEVERITIES, parse_corruptions, parse_severities
-from sda.utils.options import add_options, option, option_values, to_argv
+from sda.utils.options import option, parse_options, to_argv
 from sda.utils.runfolder import RunFolder, claimed
 from sda.utils.seed import image_seed
 from sda.utils.subset import SubsetOptions
@@ -125,11 +124,7 @@ class CorruptedSet(SubsetOptions):
 
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> CorruptedSet:
-        p = argparse.ArgumentParser(
-            prog="eval/build_c.py", description="ImageNet-C style corruptions of a class-folder image set"
-        )
-        add_options(p, cls)
-        return cls(**option_values(cls, p.parse_args(argv)))
+        return parse_options(cls, "eval/build_c.py", "ImageNet-C style corruptions of a class-folder image set", argv)
 
     def to_argv(self) -> list[str]:
         return to_argv(self)
@@ -219,11 +214,8 @@ class WatermarkedSet(SubsetOptions):
 
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> WatermarkedSet:
-        p = argparse.ArgumentParser(
-            prog="eval/build_w.py", description="ImageNet-W: the Whac-A-Mole watermark on the 224 center crop"
-        )
-        add_options(p, cls)
-        return cls(**option_values(cls, p.parse_args(argv)))
+        description = "ImageNet-W: the Whac-A-Mole watermark on the 224 center crop"
+        return parse_options(cls, "eval/build_w.py", description, argv)
 
     def to_argv(self) -> list[str]:
         return to_argv(self)

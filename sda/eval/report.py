@@ -10,7 +10,6 @@ is not the paper's number: it is shown with the published one but not compared.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -23,7 +22,7 @@ from sda.eval import published as P
 from sda.eval.tables import DIFFERENCES
 from sda.utils.errors import UserError
 from sda.utils.io import check_writable_file, write_json, write_text
-from sda.utils.options import add_options, option, option_values
+from sda.utils.options import option, parse_options
 
 SETS = ("C", "W", "clean")
 SET_TITLES = {
@@ -45,9 +44,7 @@ class ReportConfig:
 
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> ReportConfig:
-        p = argparse.ArgumentParser(prog="eval/report.py", description=__doc__.split("\n\n")[0])
-        add_options(p, cls)
-        return cls(**option_values(cls, p.parse_args(argv)))
+        return parse_options(cls, "eval/report.py", __doc__.split("\n\n")[0], argv)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sda.utils.errors import UserError
-from sda.utils.options import add_options, option, option_values, to_argv
+from sda.utils.options import add_options, option, option_values, parse_options, to_argv
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 
@@ -122,9 +122,7 @@ class BNAdaptConfig:
 
     @classmethod
     def from_argv(cls, argv: Sequence[str] | None = None) -> BNAdaptConfig:
-        p = argparse.ArgumentParser(prog="finetune/bn_adapt.py", description=BN_ADAPT_DESCRIPTION)
-        add_options(p, cls)
-        return cls(**option_values(cls, p.parse_args(argv)))
+        return parse_options(cls, "finetune/bn_adapt.py", BN_ADAPT_DESCRIPTION, argv)
 
     def to_argv(self) -> list[str]:
         return to_argv(self)

@@ -9,6 +9,7 @@ This is the user-facing side of the model, so a bad flag value is a :class:`User
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -99,6 +100,9 @@ def parse_attention_resolutions(attention_resolutions: str | Iterable[int], imag
     return tuple(image_size // r for r in res)
 
 
+UNET_ARGS = frozenset(inspect.signature(UNetModel).parameters)
+
+
 def create_model(
     image_size: int,
     num_channels: int,
@@ -121,27 +125,19 @@ def create_model(
 ) -> UNetModel:
     """Build a ``UNetModel`` from the reference's command-line flags (guided-diffusion's create_model).
 
-    As in the reference, ``use_fp16`` only sets the compute dtype; call ``convert_to_fp16()``.
+    As in the reference, ``use_fp16`` only sets the compute dtype; call ``convert_to_fp16()``. Flags named like a
+    ``UNetModel`` argument pass through unchanged; the others are renamed or parsed here.
     """
-    return UNetModel(
-        image_size=image_size,
-        in_channels=in_channels,
+    flags = dict(locals())  # the flags above, by name
+    changed = dict(
         model_channels=num_channels,
         out_channels=in_channels * (2 if learn_sigma else 1),
-        num_res_blocks=num_res_blocks,
         attention_resolutions=parse_attention_resolutions(attention_resolutions, image_size),
-        dropout=dropout,
         channel_mult=parse_channel_mult(channel_mult, image_size),
         num_classes=num_classes if class_cond else None,
-        use_checkpoint=use_checkpoint,
-        use_fp16=use_fp16,
-        num_heads=num_heads,
-        num_head_channels=num_head_channels,
-        num_heads_upsample=num_heads_upsample,
-        use_scale_shift_norm=use_scale_shift_norm,
-        resblock_updown=resblock_updown,
-        use_new_attention_order=use_new_attention_order,
     )
+    same = {k: v for k, v in flags.items() if k in UNET_ARGS and k not in changed}
+    return UNetModel(**same, **changed)
 
 
 # The model flags of the reference scripts and their defaults (guided-diffusion's

@@ -329,33 +329,20 @@ def _config(depth: int, hidden_size: int, patch_size: int, num_heads: int) -> Ca
     return build
 
 
-DiT_XL_2 = _config(28, 1152, 2, 16)
-DiT_XL_4 = _config(28, 1152, 4, 16)
-DiT_XL_8 = _config(28, 1152, 8, 16)
-DiT_L_2 = _config(24, 1024, 2, 16)
-DiT_L_4 = _config(24, 1024, 4, 16)
-DiT_L_8 = _config(24, 1024, 8, 16)
-DiT_B_2 = _config(12, 768, 2, 12)
-DiT_B_4 = _config(12, 768, 4, 12)
-DiT_B_8 = _config(12, 768, 8, 12)
-DiT_S_2 = _config(12, 384, 2, 6)
-DiT_S_4 = _config(12, 384, 4, 6)
-DiT_S_8 = _config(12, 384, 8, 6)
+# The official sizes: name -> (depth, hidden size, heads); each comes with patches 2, 4 and 8.
+DIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "XL": (28, 1152, 16),
+    "L": (24, 1024, 16),
+    "B": (12, 768, 12),
+    "S": (12, 384, 6),
+}
 
-# User-facing names -> constructors taking (input_size, num_classes, in_channels, learn_sigma, class_dropout_prob).
+# User-facing names ("DiT-XL/2", ...) -> constructors taking (input_size, num_classes, in_channels, learn_sigma,
+# class_dropout_prob).
 DiT_models: dict[str, Callable[..., DiT]] = {
-    "DiT-XL/2": DiT_XL_2,
-    "DiT-XL/4": DiT_XL_4,
-    "DiT-XL/8": DiT_XL_8,
-    "DiT-L/2": DiT_L_2,
-    "DiT-L/4": DiT_L_4,
-    "DiT-L/8": DiT_L_8,
-    "DiT-B/2": DiT_B_2,
-    "DiT-B/4": DiT_B_4,
-    "DiT-B/8": DiT_B_8,
-    "DiT-S/2": DiT_S_2,
-    "DiT-S/4": DiT_S_4,
-    "DiT-S/8": DiT_S_8,
+    f"DiT-{size}/{patch}": _config(depth, hidden, patch, heads)
+    for size, (depth, hidden, heads) in DIT_SIZES.items()
+    for patch in (2, 4, 8)
 }
 
 

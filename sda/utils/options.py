@@ -21,7 +21,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,13 @@ def add_options(
             else:
                 kw["default"] = None if default is dataclasses.MISSING else default
         parser.add_argument(*flag_names(field, flag), **kw)
+
+
+def parse_options(cls: type, prog: str, description: str, argv: Sequence[str] | None = None) -> Any:
+    """``cls`` from the command line of ``prog``: a parser of its options only, then one ``cls(...)``."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_options(p, cls)
+    return cls(**option_values(cls, p.parse_args(argv)))
 
 
 def option_values(cls: type, args: argparse.Namespace | Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
