@@ -1,7 +1,7 @@
 """The powered test of SDA on a mini benchmark: the setting the validation study chose, committed with its
 decision rule before the run (``sda/mini/configs/<benchmark>/powered.json``), on the target-test split.
 
-    python mini/study.py --test               # -> results/mini/<benchmark>/powered/{powered.json, powered.md, .png}
+    python mini/study.py --test               # -> results/mini/<benchmark>/powered/results.{json,md,png}
 
 Design: severity 5; ``test_per_class`` images per class and corruption (140 per corruption for glyphs32),
 rotated so that corruptions use different base images where the split allows (``rotated_c_subset``). The test
@@ -31,6 +31,7 @@ from sda.mini.commands import bn_adapt_config, build_c_config, command
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN
 from sda.mini.procs import complete_manifest
+from sda.mini.report import study_figure
 from sda.mini.scoring import ImageSet, correct
 from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet
 from sda.utils import stats
@@ -202,8 +203,12 @@ class PoweredTest:
             "verdict": verdict(diffs, self.plan.f_passed_on_val),
             "seconds_per_seed": seconds,
         }
-        write_json(self.out / "powered.json", record)
-        write_text(self.out / "powered.md", powered_markdown(record))
+        study = json.loads((self.st.out / "study.json").read_text())
+        record["study"] = {k: study[k] for k in ("rows", "sets", "choices", "gates") if k in study}
+        write_json(self.out / "results.json", record)
+        write_text(self.out / "results.md", powered_markdown(record))
+        title = f"{self.st.bench.name}: the validation study (val-C) and the powered test (test split)"
+        study_figure(record["study"], record, self.out / "results.png", title)
         return record
 
 

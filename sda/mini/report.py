@@ -223,14 +223,11 @@ def study_figure(study: dict[str, Any], powered: dict[str, Any] | None, path: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sda.mini.study import TrainSet
-
-    def _set_name(train: dict[str, Any]) -> str:
-        return TrainSet(**train).name
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     recipe = study["choices"]["recipe"]
-    rows = [r for r in study["rows"].values() if r["recipe"] == recipe]
+    # each row under its training set's name (row names are "<set>__<recipe>")
+    rows = [{**r, "set": k.split("__")[0]} for k, r in study["rows"].items() if r["recipe"] == recipe]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
 
     def errorbar(ax, xs, rs, **kw):
@@ -239,10 +236,16 @@ def study_figure(study: dict[str, Any], powered: dict[str, Any] | None, path: st
                [r["sda_minus_dda"]["hi"] - y for y, r in zip(ys, rs, strict=True)]]  # fmt: skip
         ax.errorbar(xs, ys, yerr=err, capsize=4, marker="o", **kw)
 
-    size = sorted((r for r in rows if r["phase"] == "size"), key=lambda r: r["train"]["per_class"])
+    def draw(r: dict[str, Any]) -> tuple:
+        return tuple(r["train"][k] for k in ("generator", "cfg_scale", "seed"))
+
+    # the size phase's sets, and the same draw at other sizes (the smallest was phase 1's row)
+    draws = {draw(r) for r in rows if r["phase"] == "size"}
+    size = sorted((r for r in rows if draw(r) in draws), key=lambda r: r["train"]["per_class"])
     syn = [r for r in size if r["train"]["generator"] is not None]
     real = [r for r in size if r["train"]["generator"] is None]
-    errorbar(ax1, [r["train"]["per_class"] for r in syn], syn, label="SDA: aligned synthetic set (val-C)")
+    scale = f", guidance {syn[0]['train']['cfg_scale']:g}" if syn else ""
+    errorbar(ax1, [r["train"]["per_class"] for r in syn], syn, label=f"SDA: aligned synthetic set{scale} (val-C)")
     errorbar(
         ax1, [r["train"]["per_class"] for r in real], real, linestyle="--", label="Oracle: projected real set (val-C)"
     )
@@ -253,20 +256,24 @@ def study_figure(study: dict[str, Any], powered: dict[str, Any] | None, path: st
         ax1.errorbar([n], [d["value"]], yerr=err, label="SDA, powered test (test split)", **style)
     ax1.set_xscale("log")
     ax1.set_xticks([r["train"]["per_class"] for r in syn], [str(r["train"]["per_class"]) for r in syn])
+    ax1.xaxis.set_minor_formatter(NullFormatter())
     ax1.set_xlabel("fine-tuning images per class")
     ax1.set_ylabel("SDA - DDA, top-1 points (95% interval)")
     ax1.set_title("against the synthetic set size")
     gen = [r for r in rows if r["phase"] in ("generator", "size") and r["train"]["generator"] is not None]
     sets = study["sets"]
-    named = [(r, sets[_set_name(r["train"])]["g"]) for r in gen if _set_name(r["train"]) in sets]
+    named = [(r, sets[r["set"]]["g"]) for r in gen if r["set"] in sets]
     errorbar(ax2, [g["fd"] for _, g in named], [r for r, _ in named], linestyle="none", label="synthetic sets (val-C)")
-    for r, g in named:
-        ax2.annotate(_set_name(r["train"]).removeprefix("syn-"), (g["fd"], r["sda_minus_dda"]["value"]), fontsize=7,
-                     xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    for i, (r, g) in enumerate(sorted(named, key=lambda n: n[1]["fd"])):
+        ax2.annotate(r["set"].removeprefix("syn-"), (g["fd"], r["sda_minus_dda"]["value"]), fontsize=7,
+                     xytext=(5, 12 * (i % 3) - 12), textcoords="offset points")  # fmt: skip
     if named:
         ax2.axvline(named[0][1]["fd_real"], color="grey", linestyle=":", label="real-vs-real distance")
-    for r in real[-1:]:
-        ax2.axhline(r["sda_minus_dda"]["value"], color="C1", linestyle="--", label=f"Oracle ({_set_name(r['train'])})")
+    chosen = study["choices"].get("per_class")
+    for r in (r for r in real if r["train"]["per_class"] == chosen):
+        ax2.axhline(r["sda_minus_dda"]["value"], color="C1", linestyle="--", label=f"Oracle ({r['set']}, val-C)")
+    ax2.set_xscale("log")
+    ax2.xaxis.set_major_formatter(ScalarFormatter())
     ax2.set_xlabel("gate (g): Frechet distance to projected real val (source features)")
     ax2.set_ylabel("SDA - DDA, top-1 points (95% interval)")
     ax2.set_title("against the realism of the synthetic set")

@@ -40,6 +40,7 @@ from sda.mini.commands import align_config, build_c_config, command, finetune_co
 from sda.mini.data import rotated_c_subset, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN
 from sda.mini.procs import StageRunner, complete_manifest
+from sda.mini.report import study_figure
 from sda.mini.scoring import ImageSet, Scores, correct, top1
 from sda.utils import stats
 from sda.utils.errors import UserError
@@ -95,9 +96,10 @@ class TrainSet:
 
     @property
     def name(self) -> str:
+        seed = f"-s{self.seed}" if self.seed else ""  # each seed's set, and its models, apart (the study's: seed 0)
         if self.generator is None:
-            return f"real{self.per_class}"
-        return f"syn-{self.generator}-cfg{self.cfg_scale:g}-{self.per_class}"
+            return f"real{self.per_class}{seed}"
+        return f"syn-{self.generator}-cfg{self.cfg_scale:g}-{self.per_class}{seed}"
 
     @property
     def draw(self) -> str:
@@ -547,6 +549,7 @@ def main_study(run: StudyRun) -> dict[str, Any]:
     write_json(st.out / "study.json", record)
     text = study_markdown(record)
     write_text(st.out / "study.md", text)
+    study_figure(record, None, st.out / "study.png", f"{st.bench.name}: the validation study (val-C)")
     print("\n" + text)
     return record
 

@@ -9,6 +9,7 @@ from sda.mini.report import (
     bar_chart,
     image_grid,
     markdown_table,
+    study_figure,
     verdict,
     verdict_line,
     with_means,
@@ -95,3 +96,55 @@ def test_figures(tmp_path):
     with pytest.raises(ValueError, match="column groups"):
         image_grid(rows, tmp_path / "x.png", ["a", "b"], [("raw", 1)])
     json.dumps(_res(0, 0.0))
+
+
+def _row(phase, per_class, generator, value, cfg=8.0):
+    train = {"per_class": per_class, "generator": generator, "cfg_scale": cfg, "seed": 0}
+    d = {"value": value, "lo": value - 1.0, "hi": value + 1.0}
+    return {
+        "phase": phase,
+        "recipe": {"lr": 0.02, "epochs": 40, "trainable": "all"},
+        "train": train,
+        "sda_minus_dda": d,
+    }
+
+
+def test_study_figure_draws_every_set_of_the_chosen_recipe(tmp_path, monkeypatch):
+    """The study figure: SDA - DDA against size (the phase-1 row counts as the smallest size) and against
+    gate (g), the oracle, and the powered test's point; a row of another recipe is not drawn."""
+    import matplotlib.axes
+
+    rows = {
+        "syn-bundled-cfg8-2__lr0.02-ep40": _row("strength", 2, "bundled", 1.0),
+        "syn-bundled-cfg8-2__lr0.05-ep40": _row("strength", 2, "bundled", 9.0) | {"recipe": {"lr": 0.05}},
+        "syn-bundled-cfg8-3__lr0.02-ep40": _row("size", 3, "bundled", 2.0),
+        "real2__lr0.02-ep40": _row("size", 2, None, 3.0),
+        "real3__lr0.02-ep40": _row("size", 3, None, 4.0),
+        "syn-bundled-cfg4-2__lr0.02-ep40": _row("generator", 2, "bundled", 0.5, cfg=4.0),
+    }
+    g = {"fd": 0.5, "fd_real": 0.1}
+    study = {
+        "rows": rows,
+        "sets": {k.split("__")[0]: {"g": g} for k in rows if k.startswith("syn")},
+        "choices": {"recipe": {"lr": 0.02, "epochs": 40, "trainable": "all"}, "per_class": 2},
+    }
+    powered = {
+        "differences": {"sda-dda": {"value": 1.5, "lo": 0.5, "hi": 2.5}},
+        "settings": {"train": {"per_class": 2}},
+    }
+    drawn = []
+    real_errorbar = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, *a, **kw):
+        drawn.append((kw.get("label"), list(x), list(y)))
+        return real_errorbar(self, x, y, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    study_figure(study, powered, tmp_path / "s.png", "t")
+    assert Image.open(tmp_path / "s.png").size[0] > 800
+    by_label = {label.split(" (")[0].split(",")[0]: (x, y) for label, x, y in drawn}
+    assert by_label["SDA: aligned synthetic set"] == ([2, 3], [1.0, 2.0])
+    assert by_label["Oracle: projected real set"] == ([2, 3], [3.0, 4.0])
+    assert by_label["SDA"] == ([2], [1.5])  # the powered test's point
+    assert sorted(by_label["synthetic sets"][1]) == [0.5, 2.0]  # the size phase's 3 and phase 3's row
+    assert all(9.0 not in y for _, _, y in drawn)  # the other recipe

@@ -16,7 +16,7 @@ from PIL import Image
 from sda.mini.benchmarks import get_benchmark
 from sda.mini.data import rotated_c_subset
 from sda.mini.powered import PoweredPlan, verdict
-from sda.mini.study import Recipe, TrainSet, glyphs32_plan
+from sda.mini.study import Recipe, Row, TrainSet, glyphs32_plan
 from sda.utils.layout import CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +96,15 @@ def test_the_committed_plans_load() -> None:
             assert plan.seeds and plan.test_per_class > 0 and plan.rule
 
 
+def test_each_seed_trains_on_its_own_set() -> None:
+    """The powered test's seeds draw their own synthetic sets: their set and model names (the folders they are kept
+    in) differ, while the study's seed-0 names stay as its recorded rows have them."""
+    recipe = Recipe(0.02, 40)
+    names = {Row("test", recipe, TrainSet(30, "bundled", 4.0, seed=k)).name for k in range(4)}
+    assert len(names) == 4
+    assert TrainSet(30, "bundled", 4.0).name == "syn-bundled-cfg4-30" and TrainSet(30, None).name == "real30"
+
+
 @pytest.mark.slow
 def test_quick_study_and_powered_test_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "SDA_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
@@ -114,7 +123,11 @@ def test_quick_study_and_powered_test_end_to_end(tmp_path: Path) -> None:
     study = json.loads((tmp_path / "study" / "study.json").read_text())
     assert {r["phase"] for r in study["rows"].values()} == {"strength", "size", "generator"}
     assert set(study["gates"]) >= set("abcdefg") and "train" in study["choices"]
-    powered = json.loads((tmp_path / "powered-quick" / "powered.json").read_text())
+    assert (tmp_path / "study" / "study.png").is_file()
+    powered = json.loads((tmp_path / "powered-quick" / "results.json").read_text())
+    assert (tmp_path / "powered-quick" / "results.png").is_file()
+    assert len(list((tmp_path / "powered-quick" / "ft").glob("*-ep2.pth"))) == 2  # one SDA model per seed
+    assert set(powered["study"]["gates"]) >= set("abcdefg") and powered["study"]["rows"] == study["rows"]
     assert powered["seeds"] == [0, 1] and "sda-dda" in powered["differences"]
     assert powered["verdict"]["status"] in ("reproduced at this scale", "no effect at this scale", "inconclusive")
     for v in powered["columns"].values():
