@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sda.mini.benchmarks import BENCHMARKS
 from sda.mini.commands import command, finetune_config
 from sda.mini.study import PINNED_THREADS, Row, StudyRun, open_study
 from sda.utils.checkpoint import extract_state_dict, safe_load
@@ -34,11 +35,15 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {  # name: (environment, fine-
 }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", default="glyphs32")
+    p.add_argument("--benchmark", default="glyphs32", choices=list(BENCHMARKS), help="which mini benchmark")
     p.add_argument("--out", default=None, help="the study's folder (default results/mini/<benchmark>/study)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     st = open_study(StudyRun(benchmark=a.benchmark, out=Path(a.out) if a.out else None))
     row = Row("stability", st.choices["recipe"], st.choices["train"])
     base = st.out / "ft" / f"{row.name}.pth"
