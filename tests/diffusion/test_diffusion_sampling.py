@@ -171,3 +171,24 @@ def test_ddim_eta0_deterministic_closed_form():
     torch.testing.assert_close(a, expect, rtol=1e-4, atol=1e-4)
     c = d.ddim_sample_loop(zero_eps, x_T.shape, noise=x_T, clip_denoised=False, eta=1.0, generator=_gens([1, 2]))
     assert not torch.equal(a, c)
+
+
+def test_sampling_loops_take_the_reference_arguments_in_order():
+    """Both loops take guided-diffusion's arguments positionally (noise, clip_denoised, denoised_fn, cond_fn,
+    model_kwargs, device, progress; DDIM then eta); eta is DDIM's alone."""
+    d = create_diffusion("ddim10", learn_sigma=False)
+    x_T = torch.randn(2, 3, 4, 4)
+
+    def zero_eps(x, t):
+        return torch.zeros_like(x)
+
+    by_name = d.ddim_sample_loop(zero_eps, x_T.shape, noise=x_T, clip_denoised=False, eta=1.0, generator=_gens([1, 2]))
+    positional = d.ddim_sample_loop(
+        zero_eps, x_T.shape, x_T, False, None, None, None, None, False, 1.0, generator=_gens([1, 2])
+    )
+    assert torch.equal(by_name, positional)
+    a = d.p_sample_loop(zero_eps, x_T.shape, noise=x_T, clip_denoised=False, generator=_gens([1, 2]))
+    b = d.p_sample_loop(zero_eps, x_T.shape, x_T, False, None, None, None, None, False, generator=_gens([1, 2]))
+    assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="eta"):
+        d.p_sample_loop(zero_eps, x_T.shape, noise=x_T, eta=0.0)
