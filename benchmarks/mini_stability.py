@@ -13,7 +13,6 @@ A column whose value moves by more than its rounding (one image) between variant
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import time
 from dataclasses import replace
@@ -60,14 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         if not final.is_file():
             data = st.train_dir(row.train)
             cfg = finetune_config(st.bench, st.source, data, work, final, 0, row.recipe.options())
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                st.run.parallel("finetune", [("stability", command(replace(cfg, config=row.recipe.config(st.bench))))],
-                                threads_per_job=threads)  # fmt: skip
-            finally:
-                for k, v in saved.items():
-                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            job = ("stability", command(replace(cfg, config=row.recipe.config(st.bench))))
+            st.run.parallel("finetune", [job], threads_per_job=threads, env=env)
             shutil.rmtree(work, ignore_errors=True)  # per-epoch checkpoints (the study's rows drop them too)
         w = load_state_dict(final)
         pred = st.scores(final, st.valC_proj).argmax(1)

@@ -142,7 +142,7 @@ class PoweredTest:
         models = {
             "ft": w.finetune(row, w.train_dir(t), seed=seed),
             "nomod": w.finetune(row, w.train_dir(t, aligned=False), tag="-nomod", seed=seed),
-            "oracle": w.finetune(row, w.train_dir(TrainSet(t.per_class, None)), tag=f"-oracle-s{seed}", seed=seed),
+            "oracle": w.finetune(row, w.train_dir(TrainSet(t.per_class, None)), tag="-oracle", seed=seed),
             "bn_adapt": self.bn_adapt(t, out / "bn_adapt.pth"),
         }
         seconds["finetune"] = round(time.time() - t1, 1)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,9 +34,11 @@ class StageRunner:
         self.job_seconds: dict[str, float] = {}  # per job
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def _start(self, name: str, args: list[str], threads: int) -> tuple[subprocess.Popen, Path]:
+    def _start(
+        self, name: str, args: list[str], threads: int, env: Mapping[str, str] | None = None
+    ) -> tuple[subprocess.Popen, Path]:
         log = self.log_dir / f"{name}.log"
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+        env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
         with open(log, "a") as f:
             f.write("$ python " + " ".join(args) + "\n")
             f.flush()
@@ -57,12 +59,15 @@ class StageRunner:
     def __call__(self, stage: str, name: str, args: list[str]) -> None:
         self.parallel(stage, [(name, args)])
 
-    def parallel(self, stage: str, jobs: list[Job], threads_per_job: int | None = None) -> None:
+    def parallel(
+        self, stage: str, jobs: list[Job], threads_per_job: int | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         """Run ``jobs`` in order on up to ``threads`` workers side by side; one job alone gets all threads.
 
         ``threads_per_job`` pins each job's thread count instead: for jobs whose results depend on it (training
         and test-time adaptation: a different split of a float reduction changes every later step), so that
-        their outputs do not depend on ``threads`` or on the machine's core count.
+        their outputs do not depend on ``threads`` or on the machine's core count. ``env``: variables set for
+        these jobs only, over this process's environment.
         """
         t0 = time.time()
         slots = max(1, min(self.threads, len(jobs)))
@@ -74,7 +79,7 @@ class StageRunner:
             while pending or running:
                 while pending and len(running) < slots:
                     name, args = pending.pop(0)
-                    running.append((name, *self._start(name, args, per_job), time.time()))
+                    running.append((name, *self._start(name, args, per_job, env), time.time()))
                 done = [r for r in running if r[1].poll() is not None]
                 for r in done:
                     running.remove(r)

@@ -30,3 +30,15 @@ def test_a_failing_job_names_itself_and_its_log(tmp_path):
     with pytest.raises(UserError, match=r"stage bad failed \(exit 3\): boom; see .*bad\.log"):
         run("s", "bad", ["-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
     assert "boom" in (tmp_path / "bad.log").read_text()
+
+
+def test_env_reaches_these_jobs_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("SDA_TEST_VAR", raising=False)
+    run = StageRunner(tmp_path, threads=1)
+    show = ["-c", "import os; print('var', os.environ.get('SDA_TEST_VAR'))"]
+    run.parallel("s", [("with", show)], env={"SDA_TEST_VAR": "x", "OMP_NUM_THREADS": "9"})
+    run("s", "without", show)
+    lines = {n: (tmp_path / f"{n}.log").read_text() for n in ("with", "without")}
+    assert "var x" in lines["with"] and "var None" in lines["without"]
+    run.parallel("s", [("t", PRINT_THREADS)], env={"OMP_NUM_THREADS": "9"})
+    assert _threads(tmp_path, "t") == "threads 1"  # the runner's thread count wins
