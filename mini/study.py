@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default=DEFAULT_BENCHMARK, choices=list(BENCHMARKS), help="which mini benchmark")
     p.add_argument("--out", default=None, help="output folder (default results/mini/<benchmark>/study)")
     p.add_argument("--data", default=None, help="data folder, made on first use (default data/mini/<benchmark>)")
-    p.add_argument("--assets", default=None, help="source models (default assets/mini/<benchmark>)")
+    p.add_argument("--assets", default=None, help="source models (default: the bundled sda/mini/assets/<benchmark>)")
     p.add_argument("--quick", action="store_true", help="tiny counts and steps (for CI)")
     p.add_argument("--test", action="store_true", help="run the powered test of the committed setting")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="stage jobs side by side")

@@ -24,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default=DEFAULT_BENCHMARK, choices=list(BENCHMARKS), help="which mini benchmark")
     p.add_argument("--data", default=None, help="data root (default data/mini/<benchmark>; clean splits are rewritten)")
     p.add_argument("--results", default=None, help="training logs and work folders (default results/mini/<b>/train)")
-    p.add_argument("--assets", default=None, help="where the models and MANIFEST.json go (default assets/mini/<b>)")
+    p.add_argument(
+        "--assets",
+        default=None,
+        help="where the models and MANIFEST.json go (default assets/mini/<b> here; it starts from a copy of "
+        "the bundled models, which are never written)",
+    )
     p.add_argument("--seed", type=int, default=0, help="data split seed")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma list, in this order: {','.join(STEPS)}")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the gates; parallel training jobs")

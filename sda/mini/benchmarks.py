@@ -8,6 +8,8 @@ Layout of benchmark ``<name>``::
     sda/mini/configs/<name>/{adm_uncond.json, adm_cond.json, classifier_scratch.py}   how the sources are trained
     sda/mini/assets/<name>/{adm_uncond.pt, adm_cond.pt, classifier.pth, oracle.pth, classifier_lowpass.pth,
                         MANIFEST.json}                                              the bundled source models
+    assets/mini/<name>/   the same files, retrained (``mini/train_sources.py``, ``--retrain-sources``; never the
+                          bundled folder, which a run only reads)
     data/mini/<name>/{train,val,test}/<class:04d>/*.png + split.json                made on first use
 
 Every setting below was chosen on the benchmark's validation split (never on its test split).
@@ -16,6 +18,8 @@ Every setting below was chosen on the benchmark's validation split (never on its
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -98,6 +102,11 @@ class Benchmark:
         return MINI / "assets" / self.name
 
     @property
+    def retrained(self) -> Path:
+        """Where retrained source models go by default: under the folder the command runs in."""
+        return Path("assets/mini") / self.name
+
+    @property
     def data(self) -> Path:
         return Path("data/mini") / self.name
 
@@ -177,6 +186,24 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in BENCHMARKS:
         raise UserError(f"unknown mini benchmark {name!r}: choose one of {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
+
+
+def seed_assets(bench: Benchmark, assets: Path) -> list[str]:
+    """Start a folder of retrained source models from the bundled ones: copy each bundled model (and the
+    manifest) that ``assets`` lacks, so that retraining some models keeps the others. Returns what was copied."""
+    if assets.resolve() == bench.assets.resolve():
+        return []
+    assets.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in (*SOURCE_MODELS, "MANIFEST.json"):
+        if not (assets / name).exists() and (bench.assets / name).is_file():
+            tmp = assets / f".{name}.copying"
+            shutil.copyfile(bench.assets / name, tmp)
+            os.replace(tmp, assets / name)  # a killed copy never leaves a partial model under its real name
+            copied.append(name)
+    if copied:
+        print(f"{assets}: started from the bundled {', '.join(copied)} ({bench.assets})", flush=True)
+    return copied
 
 
 def check_run(threads: int, written: dict[str, Path | None]) -> None:

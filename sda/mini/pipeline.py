@@ -119,24 +119,29 @@ class DemoRun:
     seeds: tuple[int, ...] = (0,)
     out: Path | None = None  # default results/mini/<benchmark>
     data: Path | None = None  # default data/mini/<benchmark>
-    assets: Path | None = None  # default assets/mini/<benchmark>
+    assets: Path | None = None  # default: the bundled models; with retrain_sources, assets/mini/<benchmark>
     quick: bool = False
     threads: int = 2
     retrain_sources: bool = False
 
     def __post_init__(self) -> None:
-        check_run(
-            self.threads,
-            {"out": self.out, "data": self.data, **({"assets": self.assets} if self.retrain_sources else {})},
-        )
+        written = {"out": self.out, "data": self.data}
+        check_run(self.threads, {**written, **({"assets": self.source_models} if self.retrain_sources else {})})
+
+    @property
+    def source_models(self) -> Path:
+        """The source models' folder: ``assets``, else the bundled one, or, when retraining them, the retrained
+        one under the working folder (the bundled folder is never written)."""
+        bench = get_benchmark(self.benchmark)
+        return self.assets or (bench.retrained if self.retrain_sources else bench.assets)
 
 
 def _check_assets(assets: Path, bench: Benchmark) -> None:
     for name in SOURCE_MODELS:
         if not (assets / name).is_file():
             raise UserError(
-                f"source model {assets / name} is missing; restore {bench.assets} from git, or run with "
-                f"--retrain-sources"
+                f"source model {assets / name} is missing; give --assets a folder with the five models, restore "
+                f"{bench.assets} from git, or run with --retrain-sources"
             )
 
 
@@ -144,7 +149,7 @@ def main_run(run: DemoRun) -> dict:
     """Every seed, then the tables (mean ± std over seeds), gates, verdict, JSON, chart and grids in ``out``."""
     bench = get_benchmark(run.benchmark)
     out = run.out or Path("results/mini") / bench.name
-    data, assets = run.data or bench.data, run.assets or bench.assets
+    data, assets = run.data or bench.data, run.source_models
     seeds = list(run.seeds)
     s = bench.quick if run.quick else bench.settings
     t0 = time.time()

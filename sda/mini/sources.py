@@ -15,7 +15,10 @@ benchmark's name; paths relative to the repository):
    (gate d, and the table's Oracle column);
 6. ``gates``: gates (a)-(e) on the validation split (more images than a demo run measures them on).
 
-``assets/mini/<b>/MANIFEST.json`` records commands, seeds, split hash, versions, hashes, times and gates.
+The models and ``MANIFEST.json`` (commands, seeds, split hash, versions, hashes, times and gates) go to
+``assets/mini/<b>/`` under the folder the command runs in (``--assets`` to choose), never into the bundled
+``sda/mini/assets/<b>/``: that folder is only read, to start the retrained one with the models a run does not
+retrain. Updating the bundled models is a maintainer's copy (``cp assets/mini/<b>/* sda/mini/assets/<b>/``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 
 from sda.finetune.config import FinetuneConfig
 from sda.mini import gates as G
-from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, check_run, get_benchmark
+from sda.mini.benchmarks import CLASSIFIER_CONFIG, SOURCE_MODELS, Benchmark, check_run, get_benchmark, seed_assets
 from sda.mini.commands import align_config, command, finetune_config, gen_config
 from sda.mini.data import lowpass_folder, lowpass_uint8, stratified_subset
 from sda.mini.plan import C_SYN, D_SYN, finetune_options
@@ -53,13 +56,13 @@ class SourcesRun:
     benchmark: str = "glyphs32"
     data: Path | None = None  # default data/mini/<benchmark>
     results: Path | None = None  # default results/mini/<benchmark>/train
-    assets: Path | None = None  # default assets/mini/<benchmark>
+    assets: Path | None = None  # default assets/mini/<benchmark> (under the working folder, not the package)
     seed: int = 0
     steps: tuple[str, ...] = STEPS
     threads: int = 2
 
     def __post_init__(self) -> None:
-        check_run(self.threads, {"data": self.data, "results": self.results})
+        check_run(self.threads, {"data": self.data, "results": self.results, "assets": self.paths[2]})
 
     @property
     def bench(self) -> Benchmark:
@@ -68,7 +71,11 @@ class SourcesRun:
     @property
     def paths(self) -> tuple[Path, Path, Path]:
         b = self.bench
-        return (self.data or b.data, self.results or Path("results/mini") / b.name / "train", self.assets or b.assets)
+        return (
+            self.data or b.data,
+            self.results or Path("results/mini") / b.name / "train",
+            self.assets or b.retrained,
+        )
 
 
 def model_flags(bench: Benchmark, which: str) -> dict[str, Any]:
@@ -293,6 +300,7 @@ def retrain_sources(run: SourcesRun) -> dict[str, Any]:
 
     b, (data, _, assets) = run.bench, run.paths
     torch.set_num_threads(run.threads)
+    seed_assets(b, assets)
     manifest_path = assets / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     t0 = time.time()
@@ -321,6 +329,8 @@ def retrain_sources(run: SourcesRun) -> dict[str, Any]:
     )
     if "gates" in run.steps:
         manifest["gates"] = measure_gates(run)
+    elif seconds and manifest.pop("gates", None) is not None:
+        print(f"{manifest_path}: gates dropped (they measured the models before this retraining; add the gates step)")
     write_json(manifest_path, manifest)
     print(f"wrote {manifest_path} ({time.time() - t0:.0f} s)")
     return manifest

@@ -515,7 +515,7 @@ class StudyRun:
     benchmark: str = "glyphs32"
     out: Path | None = None  # default results/mini/<benchmark>/study
     data: Path | None = None  # default data/mini/<benchmark>
-    assets: Path | None = None  # default assets/mini/<benchmark>
+    assets: Path | None = None  # default: the bundled models (sda/mini/assets/<benchmark>)
     quick: bool = False
     threads: int = 2
 

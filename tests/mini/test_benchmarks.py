@@ -49,3 +49,14 @@ def test_no_output_inside_the_installed_package():
     with pytest.raises(UserError, match="--data .* is inside the installed package"):
         StudyRun(data=bundled.parent)
     DemoRun(out=Path("results/mini/x"))  # under the working folder: fine
+    with pytest.raises(UserError, match="--assets .* is inside the installed package"):
+        DemoRun(assets=bundled, retrain_sources=True)
+
+
+def test_the_demo_reads_the_bundled_models_and_retrains_elsewhere():
+    from sda.mini.pipeline import DemoRun
+
+    bench = get_benchmark("glyphs32")
+    assert DemoRun().source_models == bench.assets  # read only
+    assert DemoRun(retrain_sources=True).source_models == Path("assets/mini/glyphs32")
+    assert DemoRun(assets=Path("mine"), retrain_sources=True).source_models == Path("mine")
