@@ -33,7 +33,7 @@ from sda.mini.plan import C_SYN
 from sda.mini.procs import complete_manifest
 from sda.mini.report import study_figure
 from sda.mini.scoring import ImageSet, correct
-from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet
+from sda.mini.study import PINNED_THREADS, SEVERITY, Recipe, Row, Study, TrainSet, read_study
 from sda.utils import stats
 from sda.utils.errors import UserError
 from sda.utils.io import write_json, write_text
@@ -203,7 +203,7 @@ class PoweredTest:
             "verdict": verdict(diffs, self.plan.f_passed_on_val),
             "seconds_per_seed": seconds,
         }
-        study = json.loads((self.st.out / "study.json").read_text())
+        study = read_study(self.st.out / "study.json")
         record["study"] = {k: study[k] for k in ("rows", "sets", "choices", "gates") if k in study}
         write_json(self.out / "results.json", record)
         write_text(self.out / "results.md", powered_markdown(record))

@@ -226,8 +226,7 @@ def study_figure(study: dict[str, Any], powered: dict[str, Any] | None, path: st
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     recipe = study["choices"]["recipe"]
-    # each row under its training set's name (row names are "<set>__<recipe>")
-    rows = [{**r, "set": k.split("__")[0]} for k, r in study["rows"].items() if r["recipe"] == recipe]
+    rows = [r for r in study["rows"].values() if r["recipe"] == recipe]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
 
     def errorbar(ax, xs, rs, **kw):

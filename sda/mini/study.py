@@ -74,6 +74,15 @@ class Recipe:
         return {"optim_wrapper.optimizer.lr": self.lr, "train_cfg.max_epochs": self.epochs}
 
 
+def read_study(path: Path) -> dict[str, Any]:
+    """A ``study.json``, each row with its training set's name (``set``; filled in for rows written before
+    the rows carried it)."""
+    d = json.loads(path.read_text())
+    for r in d["rows"].values():
+        r.setdefault("set", TrainSet(**r["train"]).name)
+    return d
+
+
 @dataclass(frozen=True)
 class Generator:
     """A class-conditional generator: weights (EMA state dict or a ``gen/train.py`` checkpoint) and model flags
@@ -348,6 +357,7 @@ class Study:
             "phase": row.phase,
             "recipe": asdict(row.recipe),
             "train": asdict(row.train),
+            "set": row.train.name,
             **self.score_row(row, ckpt),
         }
         record["seconds"] = {**seconds, "total": round(time.time() - t0, 1)}
@@ -403,7 +413,7 @@ class Study:
     def load(self) -> None:
         path = self.out / "study.json"
         if path.is_file():
-            d = json.loads(path.read_text())
+            d = read_study(path)
             self.rows, self.sets = d["rows"], d["sets"]
             c = d["choices"]
             self.choices = {

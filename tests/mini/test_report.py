@@ -99,12 +99,15 @@ def test_figures(tmp_path):
 
 
 def _row(phase, per_class, generator, value, cfg=8.0):
+    from sda.mini.study import TrainSet
+
     train = {"per_class": per_class, "generator": generator, "cfg_scale": cfg, "seed": 0}
     d = {"value": value, "lo": value - 1.0, "hi": value + 1.0}
     return {
         "phase": phase,
         "recipe": {"lr": 0.02, "epochs": 40, "trainable": "all"},
         "train": train,
+        "set": TrainSet(**train).name,
         "sda_minus_dda": d,
     }
 
@@ -125,7 +128,7 @@ def test_study_figure_draws_every_set_of_the_chosen_recipe(tmp_path, monkeypatch
     g = {"fd": 0.5, "fd_real": 0.1}
     study = {
         "rows": rows,
-        "sets": {k.split("__")[0]: {"g": g} for k in rows if k.startswith("syn")},
+        "sets": {r["set"]: {"g": g} for r in rows.values() if r["train"]["generator"]},
         "choices": {"recipe": {"lr": 0.02, "epochs": 40, "trainable": "all"}, "per_class": 2},
     }
     powered = {

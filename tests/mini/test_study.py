@@ -16,7 +16,7 @@ from PIL import Image
 from sda.mini.benchmarks import get_benchmark
 from sda.mini.data import rotated_c_subset
 from sda.mini.powered import PoweredPlan, verdict
-from sda.mini.study import Recipe, Row, TrainSet, glyphs32_plan
+from sda.mini.study import Recipe, Row, TrainSet, glyphs32_plan, read_study
 from sda.utils.layout import CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +106,16 @@ def test_each_seed_trains_on_its_own_set() -> None:
 
 
 @pytest.mark.slow
+def test_study_rows_carry_their_set_name(tmp_path: Path) -> None:
+    """Each row names its training set; a study.json written before rows carried it gets it on reading."""
+    real, syn = TrainSet(3, None, seed=2), TrainSet(5, "wide", cfg_scale=4.0)
+    rows = {Row("size", Recipe(0.02, 40), t).name: {"train": {**t.__dict__}} for t in (real, syn)}
+    rows[Row("size", Recipe(0.05, 40), syn).name] = {"train": {**syn.__dict__}, "set": "kept"}
+    (tmp_path / "study.json").write_text(json.dumps({"rows": rows, "sets": {}, "choices": {}}))
+    got = [r["set"] for r in read_study(tmp_path / "study.json")["rows"].values()]
+    assert got == ["real3-s2", "syn-wide-cfg4-5", "kept"]
+
+
 def test_quick_study_and_powered_test_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "SDA_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
     base = [
@@ -122,6 +132,9 @@ def test_quick_study_and_powered_test_end_to_end(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr[-3000:]
     study = json.loads((tmp_path / "study" / "study.json").read_text())
     assert {r["phase"] for r in study["rows"].values()} == {"strength", "size", "generator"}
+    for r in study["rows"].values():
+        assert r["set"] == TrainSet(**r["train"]).name
+        assert r["set"] in study["sets"] or r["train"]["generator"] is None  # gates (a), (g) per synthetic set
     assert set(study["gates"]) >= set("abcdefg") and "train" in study["choices"]
     assert (tmp_path / "study" / "study.png").is_file()
     powered = json.loads((tmp_path / "powered-quick" / "results.json").read_text())
