@@ -11,7 +11,8 @@ setting and the inputs' content, one writer per work dir, atomic checkpoints, no
   work dir removes its partial files.
 - ``guard_hook``: the loss is checked after every iteration; a NaN or infinite loss stops the run with one line
   (nothing final is written); the random streams are saved with each checkpoint and restored on resume
-  (``sda.finetune.resume``).
+  (``sda.finetune.resume``); persistent workers that ``sda.finetune.workers`` reseeds per epoch get a loader
+  generator of their own, so that making their one iterator does not draw from the training stream.
 """
 
 from __future__ import annotations
@@ -156,9 +157,12 @@ def atomic_checkpoints() -> None:
     mm_runner.save_checkpoint = save_checkpoint
 
 
-def guard_hook(persistent_workers: bool) -> Any:
+def guard_hook() -> Any:
     """The hook that stops on a non-finite loss and keeps the random streams with the checkpoints."""
+    import torch
     from mmengine.hooks import Hook
+
+    from sda.finetune.workers import EpochSeededDataset
 
     class GuardHook(Hook):
         priority = "VERY_HIGH"
@@ -174,9 +178,16 @@ def guard_hook(persistent_workers: bool) -> Any:
                 self.resumed_states = checkpoint[rng.KEY]
 
         def before_train(self, runner: Any) -> None:  # after mmengine's resume, which may reseed
+            loader = runner.train_dataloader
+            persistent = loader.persistent_workers and loader.num_workers > 0
+            seeded = isinstance(loader.dataset, EpochSeededDataset)
+            if persistent and seeded:
+                # the one iterator of persistent workers is made in the first epoch run, the first ever or
+                # the first resumed one: its base seed comes from its own generator, not the training stream
+                loader.generator = torch.Generator().manual_seed(loader.dataset.seed)
             if self.resumed_states is not None:
                 rng.restore_own(self.resumed_states)
-                if persistent_workers:
+                if persistent and not seeded:
                     warnings.warn(
                         "resumed with persistent data-loader workers: their augmentation streams restart, so this "
                         "run will not equal an uninterrupted one (use --no-persistent-workers or num_workers=0 "

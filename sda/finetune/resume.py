@@ -7,10 +7,10 @@ model (drop path: torch's generator) and the data loader (its base seed, drawn f
 draw from. They are stored here as plain tensors and lists (loadable with ``weights_only``), one entry per
 process, and restored in ``before_train``, after mmengine's resume has finished (which may reseed).
 
-What cannot be restored: the generators inside *persistent* data-loader workers (``num_workers > 0`` with
-persistent workers, mmengine's default then) live in the worker processes and carry on from epoch to epoch; a
-resume restarts them. The run warns when it resumes in that case; ``--no-persistent-workers`` (or
-``num_workers=0``) makes the resume exact, because non-persistent workers are re-seeded the same way each epoch.
+The generators inside *persistent* data-loader workers (``num_workers > 0`` with persistent workers,
+mmengine's default then) live in the worker processes and would carry on from epoch to epoch, which a resume
+cannot restore; ``sda.finetune.workers`` makes them depend on the epoch instead. Non-persistent workers are
+reseeded the same way each epoch, so they need nothing.
 """
 
 from __future__ import annotations

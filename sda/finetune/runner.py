@@ -8,7 +8,9 @@ mmengine's Runner (checkpoints loaded safely and strictly) and writes the final 
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +50,28 @@ def _loader(cfg_loader: Any, run: FinetuneConfig) -> Any:
     return loader
 
 
+def latest_checkpoint(work_dir: str | Path) -> str | None:
+    """The newest checkpoint of a work dir: the highest ``epoch_N.pth`` / ``iter_N.pth`` there (complete: they
+    are written atomically), else the one mmengine's ``last_checkpoint`` names. mmengine reads only that file,
+    which a run killed between writing a checkpoint and naming it leaves missing, empty or one behind."""
+    work = Path(work_dir)
+    numbered = [
+        (int(p.stem.split("_")[1]), p) for p in work.glob("*_*.pth") if re.fullmatch(r"(epoch|iter)_\d+", p.stem)
+    ]
+    if numbered:
+        return str(max(numbered)[1])
+    try:
+        named = (work / "last_checkpoint").read_text().strip()
+    except OSError:
+        return None
+    return named if named and Path(named).is_file() else None
+
+
 def _resume(cfg: Any, resume: str | None) -> None:
     """``--resume`` without a path: the newest checkpoint of the work dir; none there = a fresh start
     from load_from (mmengine would silently start from random weights instead)."""
-    from mmengine.runner import find_latest_checkpoint
-
     if resume == "auto":
-        latest = find_latest_checkpoint(cfg.work_dir)
+        latest = latest_checkpoint(cfg.work_dir)
         cfg.resume = latest is not None
         if latest is not None:
             cfg.load_from = latest
@@ -173,6 +190,7 @@ def finetune(run: FinetuneConfig) -> Path:
 
     from sda.finetune.checkpoints import install_safe_checkpoint_loading, safe_checkpoint_hook
     from sda.finetune.guard import atomic_checkpoints, guard_hook
+    from sda.finetune.workers import epoch_seeded
     from sda.utils.dist import barrier, init_distributed, is_main, rank0_plan, rank_and_world
 
     cfg, final = resolved_config(run, resume=False)
@@ -190,13 +208,14 @@ def finetune(run: FinetuneConfig) -> Path:
     try:
         cfg.setdefault("randomness", {})["seed"] = rank0_plan(take)
         _resume(cfg, run.resume)
-        loader = cfg.train_dataloader
-        persistent = bool(loader.get("persistent_workers")) and loader.get("num_workers", 0) > 0
+        # persistent workers draw per-epoch streams (exact resume); the final config is saved without the wrappers
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.train_dataloader = epoch_seeded(cfg.train_dataloader, cfg.randomness.seed, rank_and_world()[0])
         atomic_checkpoints()
         install_safe_checkpoint_loading(allow_pickle=run.allow_pickle)
-        runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+        runner = Runner.from_cfg(run_cfg) if "runner_type" not in cfg else RUNNERS.build(run_cfg)
         runner.register_hook(safe_checkpoint_hook(), priority="VERY_HIGH")
-        runner.register_hook(guard_hook(persistent), priority="VERY_HIGH")
+        runner.register_hook(guard_hook(), priority="VERY_HIGH")
         try:
             runner.train()
         except AssertionError as e:  # mmcv's image loading asserts; name the file and the fix instead

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sda.finetune.config import FinetuneConfig
-from sda.finetune.runner import resolved_config
+from sda.finetune.runner import latest_checkpoint, resolved_config
 from sda.testing import REPO, make_class_folders
 from sda.testing import TINY_FINETUNE_OPTS as TINY_OPTS
 from sda.testing import finetune_cli as train
@@ -30,16 +30,19 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return safe_load(path)["state_dict"]
 
 
-def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent data-loader workers (mmpretrain's ImageNet recipes)
+def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, workers: int) -> None:
     """kill -9 once the first epoch checkpoint exists (during epoch 2, or while saving), then --resume: the final
     weights equal an uninterrupted run's tensor for tensor, and the killed run's partial files are gone."""
     clean, cut = tmp_path / "clean", tmp_path / "cut"
     for d in (clean, cut):
         make_class_folders(d / "data")
-    assert train(clean, "--cfg-options", *TINY_OPTS, *EPOCHS).returncode == 0
+    # drop path: the training process's torch stream matters too
+    opts = [*TINY_OPTS, *EPOCHS, f"train_dataloader.num_workers={workers}", "+model.backbone.drop_path_rate=0.2"]
+    assert train(clean, "--cfg-options", *opts).returncode == 0
     cmd = [sys.executable, str(REPO / "finetune" / "train.py"), "TinyResNet", "--data-root", str(cut / "data"),
            "--work-dir", str(cut / "work"), "--final-ckpt", str(cut / "out" / "Tiny.pth"),
-           "--cfg-options", *TINY_OPTS, *EPOCHS]  # fmt: skip
+           "--cfg-options", *opts]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=cut, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 240
@@ -48,11 +51,28 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path
     proc.kill()
     proc.wait()
     assert (cut / "work" / "epoch_1.pth").exists()
-    run = train(cut, "--resume", "--cfg-options", *TINY_OPTS, *EPOCHS)
+    run = train(cut, "--resume", "--cfg-options", *opts)
     assert run.returncode == 0, run.stderr[-2000:]
     a, b = _weights(clean / "out" / "Tiny.pth"), _weights(cut / "out" / "Tiny.pth")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the random streams were restored
+    assert "streams restart" not in run.stderr  # no warning: the workers' streams follow the epoch
     assert not [p for p in (cut / "work").rglob("*.tmp")] and not (cut / "work" / ".lock").exists()
+
+
+def test_resume_finds_the_newest_checkpoint_even_unnamed(tmp_path: Path) -> None:
+    """A run killed between writing epoch_N.pth and naming it in last_checkpoint resumes from epoch_N."""
+    assert latest_checkpoint(tmp_path) is None
+    (tmp_path / "last_checkpoint").write_text("")  # killed while naming it
+    assert latest_checkpoint(tmp_path) is None
+    for name in ("epoch_1.pth", "epoch_2.pth", "epoch_10.pth", "epoch_x.pth", "best_epoch_11.pth"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "epoch_2.pth"))
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "epoch_10.pth")
+    custom = tmp_path / "other"
+    custom.mkdir()
+    (custom / "mine.pth").write_bytes(b"")
+    (custom / "last_checkpoint").write_text(str(custom / "mine.pth") + "\n")  # another filename_tmpl
+    assert latest_checkpoint(custom) == str(custom / "mine.pth")
 
 
 def test_a_seedless_config_keeps_its_drawn_seed_for_the_resume(tmp_path: Path) -> None:
