@@ -105,7 +105,6 @@ def test_each_seed_trains_on_its_own_set() -> None:
     assert TrainSet(30, "bundled", 4.0).name == "syn-bundled-cfg4-30" and TrainSet(30, None).name == "real30"
 
 
-@pytest.mark.slow
 def test_study_rows_carry_their_set_name(tmp_path: Path) -> None:
     """Each row names its training set; a study.json written before rows carried it gets it on reading."""
     real, syn = TrainSet(3, None, seed=2), TrainSet(5, "wide", cfg_scale=4.0)
@@ -116,6 +115,7 @@ def test_study_rows_carry_their_set_name(tmp_path: Path) -> None:
     assert got == ["real3-s2", "syn-wide-cfg4-5", "kept"]
 
 
+@pytest.mark.slow
 def test_quick_study_and_powered_test_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "SDA_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
     base = [
