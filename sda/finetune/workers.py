@@ -47,7 +47,9 @@ class EpochSeededDataset:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        if not isinstance(key, tuple):  # read outside the tagged sampler (a hook, a visualizer): as it is
+            return self.dataset[key]
         epoch, index = key
         info = torch.utils.data.get_worker_info()
         if info is not None and epoch != self._epoch:

@@ -84,3 +84,4 @@ def test_the_wrapper_passes_on_what_mmengine_reads(name: str) -> None:
     wrapped = EpochSeededDataset(Named(), seed=0)
     assert getattr(wrapped, name) is not None and len(wrapped) == 12
     assert wrapped[(0, 3)][0] == 3  # in the training process (no worker): no reseeding
+    assert wrapped[5][0] == 5  # a plain index, as a hook might read one
