@@ -30,7 +30,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return safe_load(path)["state_dict"]
 
 
-@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent data-loader workers (mmpretrain's ImageNet recipes)
+# 2: persistent data-loader workers (mmpretrain's ImageNet recipes; end to end with worker processes: slow)
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, workers: int) -> None:
     """kill -9 once the first epoch checkpoint exists (during epoch 2, or while saving), then --resume: the final
     weights equal an uninterrupted run's tensor for tensor, and the killed run's partial files are gone."""
