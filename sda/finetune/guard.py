@@ -179,15 +179,14 @@ def guard_hook() -> Any:
 
         def before_train(self, runner: Any) -> None:  # after mmengine's resume, which may reseed
             loader = runner.train_dataloader
-            persistent = loader.persistent_workers and loader.num_workers > 0
-            seeded = isinstance(loader.dataset, EpochSeededDataset)
-            if persistent and seeded:
+            seeded = isinstance(loader.dataset, EpochSeededDataset)  # only persistent workers are wrapped
+            if seeded:
                 # the one iterator of persistent workers is made in the first epoch run, the first ever or
                 # the first resumed one: its base seed comes from its own generator, not the training stream
                 loader.generator = torch.Generator().manual_seed(loader.dataset.seed)
             if self.resumed_states is not None:
                 rng.restore_own(self.resumed_states)
-                if persistent and not seeded:
+                if loader.persistent_workers and loader.num_workers > 0 and not seeded:
                     warnings.warn(
                         "resumed with persistent data-loader workers: their augmentation streams restart, so this "
                         "run will not equal an uninterrupted one (use --no-persistent-workers or num_workers=0 "

@@ -18,7 +18,6 @@ Every setting below was chosen on the benchmark's validation split (never on its
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 from sda.models.adm_flags import flags_of
 from sda.utils.errors import UserError
+from sda.utils.io import atomic_write
 
 # The benchmarks' configs and bundled models are package data (found the same from a checkout, an editable
 # install or a wheel); data and results go where the user runs (the current directory, or --data / --out).
@@ -197,9 +197,8 @@ def seed_assets(bench: Benchmark, assets: Path) -> list[str]:
     copied = []
     for name in (*SOURCE_MODELS, "MANIFEST.json"):
         if not (assets / name).exists() and (bench.assets / name).is_file():
-            tmp = assets / f".{name}.copying"
-            shutil.copyfile(bench.assets / name, tmp)
-            os.replace(tmp, assets / name)  # a killed copy never leaves a partial model under its real name
+            with open(bench.assets / name, "rb") as src, atomic_write(assets / name) as dst:
+                shutil.copyfileobj(src, dst)  # a killed copy never leaves a partial model under its real name
             copied.append(name)
     if copied:
         print(f"{assets}: started from the bundled {', '.join(copied)} ({bench.assets})", flush=True)
